@@ -1,0 +1,239 @@
+"""``fmha.attention``: the public entry point (host side: validate, lay out, launch)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import xetile
+from xetile.dtypes import reinterpret, storage
+
+from fmha.config import FmhaConfig
+from fmha.kernel import SOURCE_FIELDS, WORK_FIELDS, attention_kernel, local_tiles
+from fmha.seqlen_info import pack_seqlens
+
+LOG2E = 1.0 / math.log(2.0)
+# page size of the new keys' single "page": larger than any sequence
+ONE_PAGE_ROWS = 1 << 62
+
+
+def attention(q, k=None, v=None, *, k_cache=None, v_cache=None, cache_seqlens=None,
+              page_table=None, kv_layout="NHD", cu_seqlens_q=None, cu_seqlens_kv=None,
+              causal=False, softmax_scale=None, return_lse=False, out=None, dtype=None):
+    """Multi-head attention forward over a KV cache (contiguous or paged) and new keys.
+
+    Each sequence ``b`` attends over ``L_b = cache_len_b + Skv_b`` keys: the first
+    ``cache_len_b`` rows of its cache, then its ``Skv_b`` new keys. One kernel does both
+    phases in one online-softmax pass (flash attention); no ``[Sq, L]`` score matrix is
+    ever stored.
+
+    Parameters
+    ----------
+    q : array, ``[B, Sq, Hq, D]``, or ``[total_q, Hq, D]`` with ``cu_seqlens_q``
+        Queries. float32, float16 or bfloat16 (``ml_dtypes.bfloat16`` numpy arrays, or
+        ``uint16`` arrays of bf16/fp16 bits with ``dtype=``).
+    k, v : array, ``[B, Skv, Hkv, D]``, or ``[total_kv, Hkv, D]`` with ``cu_seqlens_kv``
+        The newly projected keys and values (optional; both or neither).
+    k_cache, v_cache : array, optional
+        The cache. Contiguous: ``[B, S_cache, Hkv, D]`` (``"NHD"``) or
+        ``[B, Hkv, S_cache, D]`` (``"HND"``). Paged (with ``page_table``): a pool
+        ``[num_pages, page_size, Hkv, D]`` (``"NHD"``) or ``[num_pages, Hkv, page_size,
+        D]`` (``"HND"``); any ``page_size >= 1``.
+    cache_seqlens : int array ``[B]``, optional
+        Valid cache rows per sequence (default: all ``S_cache``; required when paged).
+    page_table : int32 array ``[B, max_pages_per_seq]``, optional
+        Token ``t`` of sequence ``b``'s cache is
+        ``pool[page_table[b, t // page_size], t % page_size]`` (NHD). Pages may be in
+        any order; entries past ``ceil(cache_seqlens[b] / page_size)`` are not read.
+    kv_layout : {"NHD", "HND"}
+        Layout of the cache only; ``k``/``v`` are always ``[..., Hkv, D]``.
+    cu_seqlens_q, cu_seqlens_kv : int32 array ``[B + 1]``, optional
+        ``0`` then cumulative lengths of the packed (varlen) q and k/v. Sequences may be
+        empty.
+    causal : bool
+        Bottom-right aligned: query ``i`` of ``Sq_b`` sees key ``j`` of ``L_b`` iff
+        ``j <= i + L_b - Sq_b``. A query that sees no key outputs 0 (lse ``-inf``).
+    softmax_scale : float, optional
+        Default ``1 / sqrt(D)``.
+    return_lse : bool
+        Also return the log-sum-exp of the scaled scores (natural log, float32),
+        ``[B, Hq, Sq]``, or ``[Hq, total_q]`` when varlen.
+    out : array like ``q``, optional
+        Written in place and returned.
+    dtype : {"bfloat16", "float16"}, optional
+        Required when the arrays are ``uint16`` bits (dpnp has no bfloat16).
+
+    Returns
+    -------
+    out : array shaped and typed like ``q`` (numpy in, numpy out; dpnp in, dpnp out)
+    lse : float32 array, only with ``return_lse``
+
+    Notes
+    -----
+    GQA/MQA: query head ``h`` uses KV head ``h // (Hq // Hkv)``. Accumulation and
+    softmax are float32. Caches are only read. Results are bitwise deterministic.
+
+    Examples
+    --------
+    A paged cache of 3-token pages, holding 5 tokens for sequence 0 and 2 for sequence 1:
+
+    >>> import numpy as np, fmha
+    >>> rng = np.random.default_rng(0)
+    >>> B, Hq, Hkv, D, page = 2, 4, 2, 64, 3
+    >>> pool_k = rng.standard_normal((6, page, Hkv, D), dtype=np.float32)
+    >>> pool_v = rng.standard_normal((6, page, Hkv, D), dtype=np.float32)
+    >>> page_table = np.array([[4, 1], [0, 5]], dtype=np.int32)   # 2 pages each
+    >>> cache_seqlens = np.array([5, 2], dtype=np.int32)            # 5 <= 2 * 3
+    >>> q = rng.standard_normal((B, 1, Hq, D), dtype=np.float32)   # one new query each
+    >>> o = fmha.attention(q, k_cache=pool_k, v_cache=pool_v, page_table=page_table,
+    ...                    cache_seqlens=cache_seqlens, causal=True)
+    >>> o.shape
+    (2, 1, 4, 64)
+    """
+    from fmha.validation import check_arguments
+
+    problem = check_arguments(q, k, v, k_cache, v_cache, cache_seqlens, page_table,
+                              kv_layout, cu_seqlens_q, cu_seqlens_kv, causal,
+                              softmax_scale, return_lse, out, dtype)
+    return _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out)
+
+
+def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
+    config = FmhaConfig.default(problem.head_dim, problem.dtype)
+    xp = _ArrayKind(problem.kind, q)
+    B, Hq, Hkv, D = problem.batch, problem.num_heads_q, problem.num_heads_kv, problem.head_dim
+    total_q = int(np.sum(problem.seqlens_q))
+    total_new = int(np.sum(problem.seqlens_kv_new))
+    dev_dtype = storage(problem.dtype).device_dtype
+
+    q_flat = xp.flat(q, dev_dtype)
+    if k is not None:
+        k_flat, v_flat = xp.flat(k, dev_dtype), xp.flat(v, dev_dtype)
+    else:
+        k_flat = v_flat = xp.device(np.zeros(1, dev_dtype))
+
+    cache_lens = np.asarray(problem.cache_seqlens, dtype=np.int64)
+    if k_cache is not None:
+        kc_flat, vc_flat = xp.flat(k_cache, dev_dtype), xp.flat(v_cache, dev_dtype)
+        if problem.paged:
+            table = xp.host(page_table).astype(np.int32)
+            page_size = problem.page_size
+        else:  # a contiguous cache is a pool with one page per sequence
+            table = np.arange(B, dtype=np.int32)[:, None]
+            page_size = int(k_cache.shape[2] if problem.kv_layout == "HND" else k_cache.shape[1])
+        cache_geometry = _cache_geometry(problem.kv_layout, page_size, Hkv, D)
+    else:
+        kc_flat = vc_flat = xp.device(np.zeros(1, dev_dtype))
+        table = np.zeros((B, 1), dtype=np.int32)
+        cache_geometry = (1, 0, 0, 0)
+    new_geometry = (ONE_PAGE_ROWS, 0, Hkv * D, D)
+    sources = np.array(cache_geometry + new_geometry, dtype=np.int64)
+    assert sources.size == 2 * SOURCE_FIELDS
+
+    cu_q = np.concatenate([[0], np.cumsum(problem.seqlens_q)])
+    cu_new = np.concatenate([[0], np.cumsum(problem.seqlens_kv_new)])
+    table_starts = np.arange(B, dtype=np.int64) * table.shape[1]
+    seqlens = pack_seqlens(cu_q, cu_new, cache_lens, table_starts)
+    work = _work_list(problem, config)
+
+    out_flat = xp.empty(total_q * Hq * D, dev_dtype)
+    lse_flat = xp.empty(max(Hq * total_q, 1), np.float32)
+    if len(work):
+        xetile.launch(
+            attention_kernel(config), (len(work) * config.block_m,), (config.block_m,),
+            q_flat, k_flat, v_flat, kc_flat, vc_flat, xp.device(table.reshape(-1)),
+            xp.device(np.zeros(1, np.int32)), xp.device(seqlens.reshape(-1)),
+            xp.device(work.reshape(-1)), xp.device(sources), out_flat, lse_flat,
+            *local_tiles(config), Hq, Hkv, int(bool(problem.causal)),
+            np.float32(problem.softmax_scale * LOG2E))
+
+    result = xp.result(out_flat, q, problem.dtype, out)
+    if not return_lse:
+        return result
+    lse = lse_flat[: Hq * total_q].reshape(Hq, total_q)
+    if not problem.varlen:  # [Hq, B * Sq] -> [B, Hq, Sq]
+        lse = lse.reshape(Hq, B, total_q // B if B else 0).transpose(1, 0, 2)
+    return result, xp.lse(lse)
+
+
+def _cache_geometry(kv_layout, page_size, num_heads_kv, head_dim):
+    """(page_size, page_stride, row_stride, head_stride) of a pool, in elements."""
+    page_stride = page_size * num_heads_kv * head_dim
+    if kv_layout == "NHD":   # [pages, page_size, Hkv, D]
+        return page_size, page_stride, num_heads_kv * head_dim, head_dim
+    return page_size, page_stride, head_dim, page_size * head_dim  # [pages, Hkv, ps, D]
+
+
+def _work_list(problem, config):
+    """int64 ``[n_groups, WORK_FIELDS]``: (sequence, KV head, first row) per work-group.
+
+    Work-groups of one (sequence, KV head) are consecutive, so the K/V tiles they all
+    read stay in the shared cache; within them the rows go last to first, so the causal
+    tiles with the most keys start first and both cores finish together. The order does
+    not change any result.
+    """
+    G = problem.num_heads_q // problem.num_heads_kv
+    items = [(b, hk, first_row)
+             for b in range(problem.batch)
+             for hk in range(problem.num_heads_kv)
+             for first_row in reversed(range(0, int(problem.seqlens_q[b]) * G,
+                                             config.block_m))]
+    return np.asarray(items, dtype=np.int64).reshape(-1, WORK_FIELDS)
+
+
+class _ArrayKind:
+    """numpy in -> numpy out; dpnp/usm in -> the same kind out, on the same queue."""
+
+    def __init__(self, kind, like):
+        import dpnp
+
+        self.kind = kind
+        self.dpnp = dpnp
+        # numpy inputs go to dpnp's default queue; device inputs stay on their own queue
+        self.queue = like.sycl_queue if kind != "numpy" else None
+
+    def device(self, host_array):
+        return self.dpnp.asarray(np.ascontiguousarray(host_array), sycl_queue=self.queue)
+
+    def host(self, a):
+        return a if isinstance(a, np.ndarray) else self.dpnp.asnumpy(a)
+
+    def empty(self, n, dtype):
+        return self.dpnp.empty(n, dtype=dtype, sycl_queue=self.queue)
+
+    def flat(self, a, dev_dtype):
+        """A flat, contiguous device array of ``a``'s elements as ``dev_dtype``."""
+        if isinstance(a, np.ndarray):
+            a = np.ascontiguousarray(a)
+            if a.dtype != dev_dtype:
+                a = a.view(dev_dtype)  # float16 / bfloat16 bits travel as uint16
+            return self.dpnp.asarray(a.reshape(-1), sycl_queue=self.queue)
+        a = self.dpnp.ascontiguousarray(self.dpnp.asarray(a))
+        if a.dtype != dev_dtype:
+            a = reinterpret(a, dev_dtype)
+        return a.reshape(-1)
+
+    def result(self, out_flat, q, dtype_name, out):
+        shape = q.shape
+        if self.kind == "numpy":
+            host = self.dpnp.asnumpy(out_flat)
+            if dtype_name != "float32":
+                host = host.view(q.dtype)
+            host = host.reshape(shape)
+            if out is None:
+                return host
+            out[...] = host
+            return out
+        res = out_flat
+        if q.dtype != res.dtype:
+            res = reinterpret(res, q.dtype)
+        res = res.reshape(shape)
+        if out is None:
+            return res
+        out[...] = res
+        return out
+
+    def lse(self, lse):
+        if self.kind == "numpy":
+            return np.ascontiguousarray(self.dpnp.asnumpy(lse))
+        return self.dpnp.ascontiguousarray(lse)

@@ -1,0 +1,153 @@
+"""The flash-attention forward kernel: one online-softmax pass over the cache, then the new KV.
+
+Work decomposition (FlashAttention-2's, with GQA packing):
+
+* For sequence b and KV head hk, the *rows* are the (query, head) pairs that share hk:
+  row ``r = i * G + g`` is query i of head ``hk * G + g`` (G = Hq / Hkv). Packing the G
+  heads of a group into one tile makes every K/V tile serve G heads at once.
+* A work-group is one sub-group of ``block_m`` lanes and owns ``block_m`` consecutive
+  rows; **lane = row**. Its Q rows (scaled by ``softmax_scale * log2 e``) and its output
+  accumulator live in lane tiles of local memory (:mod:`xetile.tile`).
+* It walks KV tiles of ``block_n`` keys: phase 1 the cache (through the page table, or
+  the contiguous cache seen as one page per sequence), phase 2 the new keys. Each tile is
+  gathered once into a local row tile (which also converts 16-bit storage to float32,
+  zero-fills rows past the end and de-aliases the 4 KiB key pitch of NHD layouts), then
+  ``S = Q Kᵀ`` (registers), online softmax, ``O = alpha O + P V``.
+* Per phase, tiles that every row sees in full run without a mask; boundary and
+  causal-diagonal tiles run with one; tiles no row sees are skipped
+  (:mod:`fmha.block_info`).
+
+Nothing is shared between work-groups and the reduction order is fixed, so results are
+bitwise reproducible and independent of what else is in the batch.
+"""
+from __future__ import annotations
+
+import numba
+import numba_dpex as dpex
+import numpy as np
+from numba import uint64 as u64
+from numba_dpex import kernel_api as kapi
+
+import xetile
+from xetile import mma, page_table, rowstats, tile
+
+from fmha.block_info import make_block_range
+from fmha.config import FmhaConfig
+from fmha.mask import key_limit, visible_ranges
+from fmha.seqlen_info import seqlen_info
+from fmha.softmax import make_softmax
+
+# Fields of one work item in the ``work`` table: sequence, KV head, first row.
+WORK_FIELDS = 3
+# Fields of a row source in the ``sources`` table (see xetile.page_table):
+# page_size, page_stride, row_stride, head_stride.
+SOURCE_FIELDS = 4
+
+
+@xetile.factory
+def attention_kernel(config: FmhaConfig):
+    """The compiled kernel for ``config`` (once per process)."""
+    config.can_implement()
+    M, N, D, W = config.block_m, config.block_n, config.head_dim, config.tile_width
+    ops = tile.tile_ops(config.dtype, W, D, M)
+    gather = page_table.gather_rows(ops, N)
+    scores_of = mma.mma_abt(N, W, M)
+    accumulate = mma.mma_ab(N, W, M)
+    mask = rowstats.mask_row(N)
+    block_range = make_block_range(N)
+    softmax_update, softmax_finalize = make_softmax(N)
+
+    @dpex.device_func
+    def attend_source(q_tile, acc, kv_tile, k_src, v_src, table, table_start, page_size,
+                      page_stride, row_stride, base, n_keys, first_pos, visible_end,
+                      unmasked_end, limit, m, l, lane):
+        """Fold the keys of one row source into (acc, m, l); returns (m, l)."""
+        n_unmasked, n_blocks = block_range(n_keys, first_pos, visible_end, unmasked_end)
+        for block in range(n_blocks):
+            first = block * N
+            gather(kv_tile, k_src, table, table_start, page_size, base, page_stride,
+                   row_stride, first, n_keys, lane)
+            scores = scores_of(q_tile, kv_tile, lane)
+            if block >= n_unmasked:
+                scores = mask(scores, first_pos + first, first_pos + n_keys, limit)
+            p, m, l, alpha = softmax_update(scores, m, l)
+            gather(kv_tile, v_src, table, table_start, page_size, base, page_stride,
+                   row_stride, first, n_keys, lane)
+            accumulate(p, kv_tile, acc, alpha, lane)
+        return m, l
+
+    @xetile.kernel(sub_group_size=M)
+    def fmha_forward(
+        item: kapi.NdItem,
+        q,            # IN  [total_q * Hq * D]        storage dtype
+        k_new,        # IN  [total_kv * Hkv * D]
+        v_new,        # IN  [total_kv * Hkv * D]
+        k_cache,      # IN  cache or pool, flat (layout in `sources`)
+        v_cache,      # IN  same shape as k_cache
+        page_table_,  # IN  int32 [B * pages_per_seq]  (one page per sequence if contiguous)
+        one_page,     # IN  int32 [1] = [0]: the "page table" of the new keys
+        seqlens,      # IN  int64 [B, SEQ_FIELDS]      (fmha.seqlen_info)
+        work,         # IN  int64 [n_groups, WORK_FIELDS]
+        sources,      # IN  int64 [2, SOURCE_FIELDS]  cache, new keys
+        out,          # OUT [total_q * Hq * D]        storage dtype
+        lse,          # OUT float32 [Hq * total_q]
+        q_tile,       # SCRATCH local float32 [W, M]  (lane tile)
+        acc,          # SCRATCH local float32 [W, M]  (lane tile)
+        kv_tile,      # SCRATCH local float32 [N, W]  (row tile)
+        num_heads_q,
+        num_heads_kv,
+        causal,
+        scale_log2,   # softmax_scale * log2(e), float32
+    ):
+        lane = item.get_local_id(0)
+        group = item.get_group().get_group_id(0)
+        b, kv_head, first_row = (work[group * WORK_FIELDS], work[group * WORK_FIELDS + 1],
+                                 work[group * WORK_FIELDS + 2])
+        q_start, q_len, new_start, new_len, cache_len, table_start = seqlen_info(seqlens, b)
+        kv_len = cache_len + new_len
+        heads_per_kv = num_heads_q // num_heads_kv
+
+        # this lane's row: query `query` of head `head`
+        row = first_row + lane
+        query = row // heads_per_kv
+        head = kv_head * heads_per_kv + row % heads_per_kv
+        row_valid = query < q_len
+        q_row_start = ((q_start + query) * num_heads_q + head) * D
+        ops.load_lane_tile(q_tile, q, q_row_start, row_valid, scale_log2, lane)
+        ops.zero_lane_tile(acc, lane)
+
+        last_row = min(first_row + M, q_len * heads_per_kv) - 1
+        visible_end, unmasked_end = visible_ranges(
+            causal, first_row // heads_per_kv, last_row // heads_per_kv, q_len, kv_len)
+        limit = key_limit(causal, query, q_len, kv_len)
+        m = numba.float32(-np.inf)
+        l = numba.float32(0.0)
+
+        # phase 1: the cache, keys 0 .. cache_len-1
+        page_size, page_stride, row_stride, head_stride = (sources[0], sources[1],
+                                                           sources[2], sources[3])
+        m, l = attend_source(
+            q_tile, acc, kv_tile, k_cache, v_cache, page_table_, table_start, page_size,
+            page_stride, row_stride, kv_head * head_stride, cache_len, 0, visible_end,
+            unmasked_end, limit, m, l, lane)
+        # phase 2: the new keys, cache_len .. kv_len-1 (one page holding every row)
+        page_size, page_stride, row_stride, head_stride = (sources[4], sources[5],
+                                                           sources[6], sources[7])
+        m, l = attend_source(
+            q_tile, acc, kv_tile, k_new, v_new, one_page, 0, page_size, page_stride,
+            row_stride, new_start * row_stride + kv_head * head_stride, new_len, cache_len,
+            visible_end, unmasked_end, limit, m, l, lane)
+
+        inv_l, row_lse = softmax_finalize(m, l)
+        ops.store_lane_tile(out, q_row_start, row_valid, acc, inv_l, lane)
+        if row_valid:
+            lse[u64(head) * u64(lse.shape[0] // num_heads_q) + u64(q_start + query)] = row_lse
+
+    return fmha_forward
+
+
+def local_tiles(config: FmhaConfig):
+    """The three local-memory scratch tiles of one launch: q_tile, acc, kv_tile."""
+    W, M, N = config.tile_width, config.block_m, config.block_n
+    return (kapi.LocalAccessor(W * M, np.float32), kapi.LocalAccessor(W * M, np.float32),
+            kapi.LocalAccessor(N * W, np.float32))

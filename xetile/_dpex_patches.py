@@ -1,0 +1,93 @@
+"""The only place where xetile changes numba-dpex 0.23 internals (applied once, on import).
+
+numba-dpex has no sub-group functions and no way to ask for a sub-group size. Two small
+patches add what xetile needs; each wraps the original function and keeps its behaviour:
+
+1. ``spirv_generator.Module._generate_spirv`` gets ``--spirv-ext=+SPV_INTEL_subgroups``
+   added to the llvm-spirv command line, so the ``__spirv_SubgroupShuffle*INTEL`` calls
+   of :mod:`xetile.subgroup` translate to real SPIR-V ops (without the extension
+   llvm-spirv leaves them as unresolved imports).
+2. A kernel may carry a required sub-group size (``xetile.kernel(sub_group_size=16)``
+   sets ``py_func.__xetile_sub_group_size__``). While numba-dpex lowers that kernel
+   (``_SPIRVKernelCompiler._compile_to_spirv``) we remember the size, and when it builds
+   the ``spir_kernel`` wrapper (``SPIRVTargetContext._finalize_kernel_wrapper_module``)
+   we attach the ``intel_reqd_sub_group_size`` metadata, which llvm-spirv turns into the
+   SubgroupSize execution mode. Without it the CPU runtime picks the size itself (16
+   with AVX-512), and every lane-mapping decision would be a guess.
+
+``tests/test_dpex_patches.py`` fails loudly if an upgrade moves any patched function.
+"""
+from __future__ import annotations
+
+import threading
+
+import llvmlite.ir as llvmir
+from numba_dpex.kernel_api_impl.spirv import dispatcher as _dispatcher
+from numba_dpex.kernel_api_impl.spirv import spirv_generator as _spirv_generator
+from numba_dpex.kernel_api_impl.spirv import target as _target
+
+SPIRV_EXTENSIONS = ("--spirv-ext=+SPV_INTEL_subgroups",)
+SUB_GROUP_SIZE_ATTR = "__xetile_sub_group_size__"
+# (module, class name, method name) of every function patched here
+PATCHED = (
+    (_spirv_generator, "Module", "_generate_spirv"),
+    (_dispatcher, "_SPIRVKernelCompiler", "_compile_to_spirv"),
+    (_target, "SPIRVTargetContext", "_finalize_kernel_wrapper_module"),
+)
+_MARK = "__xetile_patched__"
+_compiling = threading.local()  # the required sub-group size of the kernel being lowered
+
+
+def _generate_spirv(original):
+    def generate_spirv(self, llvm_spirv_args, ipath, opath):
+        args = list(llvm_spirv_args) + [a for a in SPIRV_EXTENSIONS
+                                        if a not in llvm_spirv_args]
+        return original(self, args, ipath, opath)
+    return generate_spirv
+
+
+def _compile_to_spirv(original):
+    def compile_to_spirv(self, *args, **kwargs):
+        _compiling.sub_group_size = getattr(self.py_func, SUB_GROUP_SIZE_ATTR, None)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _compiling.sub_group_size = None
+    return compile_to_spirv
+
+
+def _finalize_kernel_wrapper_module(original):
+    def finalize_kernel_wrapper_module(self, fn):
+        original(self, fn)
+        size = getattr(_compiling, "sub_group_size", None)
+        if size is not None:
+            node = fn.module.add_metadata([llvmir.Constant(llvmir.IntType(32), size)])
+            fn.set_metadata("intel_reqd_sub_group_size", node)
+    return finalize_kernel_wrapper_module
+
+
+_WRAPPERS = {
+    "_generate_spirv": _generate_spirv,
+    "_compile_to_spirv": _compile_to_spirv,
+    "_finalize_kernel_wrapper_module": _finalize_kernel_wrapper_module,
+}
+
+
+def apply() -> None:
+    """Install the patches (idempotent). Raises if numba-dpex moved a patched function."""
+    for module, cls_name, meth in PATCHED:
+        cls = getattr(module, cls_name, None)
+        original = getattr(cls, meth, None)
+        if original is None:
+            raise ImportError(
+                f"xetile cannot patch numba-dpex: {module.__name__}.{cls_name}.{meth} is "
+                "gone (numba-dpex changed; xetile is written for numba-dpex 0.23.0)")
+        if getattr(original, _MARK, False):
+            continue
+        patched = _WRAPPERS[meth](original)
+        setattr(patched, _MARK, True)
+        patched.__wrapped__ = original
+        setattr(cls, meth, patched)
+
+
+apply()

@@ -1,0 +1,51 @@
+"""Kernel definition and launch: the thin layer between xetile code and numba-dpex.
+
+* :func:`kernel` compiles a function written with ``numba_dpex.kernel_api`` and xetile
+  primitives, optionally with a required sub-group size.
+* :func:`factory` memoises a kernel factory on its (hashable) configuration, so each
+  configuration is compiled once per process: numba-dpex freezes the closure variables
+  of a factory as compile-time constants, and an identical kernel made again by a new
+  factory call would be compiled again (0.2-4 s each on this device).
+* :func:`launch` submits a kernel over an nd-range and waits for it.
+"""
+from __future__ import annotations
+
+import functools
+
+import numba_dpex as dpex
+
+from xetile import _dpex_patches
+from xetile.runtime import device
+
+
+def kernel(fn=None, *, sub_group_size=None):
+    """Decorator: compile ``fn`` as a SYCL kernel.
+
+    Parameters
+    ----------
+    fn : function
+        ``fn(nditem, *arrays_and_scalars)``, written with ``numba_dpex.kernel_api``.
+    sub_group_size : int, optional
+        The sub-group size the device must use for this kernel (4, 8, 16, 32 or 64 on
+        the OpenCL CPU runtime). ``None`` lets the device choose.
+    """
+    def wrap(f):
+        if sub_group_size is not None:
+            setattr(f, _dpex_patches.SUB_GROUP_SIZE_ATTR, int(sub_group_size))
+        return dpex.kernel(f)
+    return wrap(fn) if fn is not None else wrap
+
+
+def factory(make):
+    """Memoise a kernel factory ``make(config) -> kernel`` on its arguments."""
+    return functools.lru_cache(maxsize=None)(make)
+
+
+def launch(kern, global_size, local_size, *args) -> None:
+    """Run ``kern`` over ``NdRange(global_size, local_size)`` and wait for it.
+
+    Dimension 0 is the lane dimension: sub-groups are formed along it, so map
+    contiguous memory to dimension 0.
+    """
+    device()  # the first launch in a process runs the device self-check
+    dpex.call_kernel(kern, dpex.NdRange(tuple(global_size), tuple(local_size)), *args)
