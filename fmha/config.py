@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 from xetile.dtypes import STORAGE
 
-# The CPU runtime maps one sub-group to one AVX-512 register of 16 float lanes.
-SUB_GROUP_SIZE = 16
+# The CPU runtime maps one sub-group to one AVX-512 register of 16 float lanes; 8 lanes
+# (half a register) keep the tiles of large head dims within local memory.
+SUB_GROUP_SIZES = (16, 8)
+BLOCK_N_CHOICES = (16, 8)
 MAX_HEAD_DIM = 256
-# Local memory the kernel may use per work-group. The device reports 32 KiB but does not
-# enforce it; D=256 needs 48 KiB (three 16 KiB tiles), which ran correctly here.
-LOCAL_MEMORY_BUDGET = 48 * 1024
+# Local memory per work-group, as the device reports it. Exceeding it is not refused:
+# the kernel then silently computes garbage (seen with D=192 at 36 KiB).
+LOCAL_MEMORY_BUDGET = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,18 @@ class FmhaConfig:
     """
     head_dim: int
     dtype: str = "float32"
-    block_m: int = SUB_GROUP_SIZE
-    block_n: int = 16
+    block_m: int = SUB_GROUP_SIZES[0]
+    block_n: int = BLOCK_N_CHOICES[0]
 
     @classmethod
     def default(cls, head_dim: int, dtype: str = "float32") -> "FmhaConfig":
-        return cls(head_dim=head_dim, dtype=dtype)
+        """The largest tiles (16 x 16 first) whose local memory fits the budget."""
+        for block_m in SUB_GROUP_SIZES:
+            for block_n in BLOCK_N_CHOICES:
+                config = cls(head_dim, dtype, block_m, block_n)
+                if config.local_memory_bytes <= LOCAL_MEMORY_BUDGET:
+                    return config
+        return cls(head_dim, dtype)  # too large: can_implement() says why
 
     @property
     def tile_width(self) -> int:
@@ -56,9 +64,11 @@ class FmhaConfig:
             raise ValueError(f"head_dim: expected 1..{MAX_HEAD_DIM}, got {self.head_dim}")
         if self.dtype not in STORAGE:
             raise ValueError(f"dtype: expected one of {sorted(STORAGE)}, got {self.dtype!r}")
-        if self.block_m != SUB_GROUP_SIZE:
-            raise ValueError(f"block_m: expected {SUB_GROUP_SIZE} (one row per lane), "
-                             f"got {self.block_m}")
+        if self.block_m not in SUB_GROUP_SIZES:
+            raise ValueError(f"block_m: expected one of {SUB_GROUP_SIZES} (one row per "
+                             f"lane of a sub-group), got {self.block_m}")
+        if self.block_n not in BLOCK_N_CHOICES:
+            raise ValueError(f"block_n: expected one of {BLOCK_N_CHOICES}, got {self.block_n}")
         if self.local_memory_bytes > LOCAL_MEMORY_BUDGET:
             raise ValueError(f"local memory: {self.local_memory_bytes} bytes needed, "
                              f"budget {LOCAL_MEMORY_BUDGET}")

@@ -1,0 +1,125 @@
+"""Publish the asv results and save a PNG of one benchmark's graph page (headless Chromium).
+
+Run from anywhere, with the project's venv::
+
+    .venv/bin/python asv_bench/screenshot.py                       # first time_ benchmark
+    .venv/bin/python asv_bench/screenshot.py --bench bench_attention.Decode.track_gbps \
+        --out /tmp/decode.png
+
+It runs ``asv publish`` (skip with ``--no-publish``), serves ``asv_bench/html`` on a free
+loopback port (asv's pages load their data with fetch(), which file:// URLs refuse), and
+runs Debian's ``chromium`` headless with a fresh profile and no background networking
+(``apt-get install -y chromium`` if it is missing). Exit status 2 when something it needs
+is missing (no results, no chromium), 1 when Chromium wrote no image.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+HTML = HERE / "html"
+# Chromium's own connections (updates, sync, QUIC probes) are refused on a closed network
+# and slow every start; these flags keep it to the page asked for.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+# Virtual milliseconds Chromium lets the page run (fetch the JSON, draw the plot) before
+# the capture; virtual time does not wait for the wall clock when the page is idle.
+RENDER_BUDGET_MS = 20000
+
+
+def find_chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise SystemExit("screenshot.py: no chromium on PATH; install it with "
+                     "`apt-get update && apt-get install -y chromium`")
+
+
+def publish(asv: str) -> None:
+    subprocess.run([asv, "publish"], cwd=HERE, check=True)
+
+
+def pick_benchmark(html: Path, wanted: str | None) -> str:
+    """``wanted``, or the first ``time_`` benchmark that has results in the published site."""
+    index = html / "index.json"
+    if not index.exists():
+        raise SystemExit(f"screenshot.py: {index} is missing: run `asv run` then "
+                         "`asv publish` (or drop --no-publish)")
+    names = sorted(json.loads(index.read_text())["benchmarks"])
+    if wanted:
+        if wanted not in names:
+            raise SystemExit(f"screenshot.py: no published benchmark {wanted!r}; "
+                             f"published: {', '.join(names)}")
+        return wanted
+    with_graphs = [n for n in names if any((html / "graphs").rglob(f"{n}.json"))]
+    timed = [n for n in with_graphs if ".time_" in n] or with_graphs
+    if not timed:
+        raise SystemExit("screenshot.py: the published site has no results yet")
+    return timed[0]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def serve(directory: Path):
+    """An HTTP server for ``directory`` on 127.0.0.1 (free port), in a daemon thread."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def screenshot(url: str, out: Path, size: str, chromium: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out.unlink()
+    with tempfile.TemporaryDirectory(prefix="asv-chromium-") as profile:
+        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+               f"--window-size={size}", f"--virtual-time-budget={RENDER_BUDGET_MS}",
+               f"--screenshot={out}", url]
+        subprocess.run(cmd, check=False, timeout=120, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    if not out.exists() or out.stat().st_size == 0:
+        raise SystemExit(1)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bench", help="benchmark to show, e.g. bench_attention.Decode."
+                                   "time_attention (default: the first time_ with results)")
+    p.add_argument("--out", type=Path, default=HERE / "screenshot.png",
+                   help="PNG to write (default asv_bench/screenshot.png)")
+    p.add_argument("--size", default="1400,1000", help="window WIDTH,HEIGHT in pixels")
+    p.add_argument("--no-publish", action="store_true", help="use the existing html/")
+    p.add_argument("--asv", default=str(Path(sys.executable).with_name("asv")),
+                   help="asv executable (default: the one beside this Python)")
+    args = p.parse_args(argv)
+    chromium = find_chromium()
+    if not args.no_publish:
+        publish(args.asv)
+    bench = pick_benchmark(HTML, args.bench)
+    server = serve(HTML)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/#{bench}"
+        screenshot(url, args.out, args.size, chromium)
+    finally:
+        server.shutdown()
+    print(f"{args.out} ({bench})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

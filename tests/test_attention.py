@@ -1,0 +1,145 @@
+"""fmha.attention against the float64 reference over the feature grid.
+
+The grid crosses KV source (new keys only, contiguous cache, paged cache with page sizes
+1, 3, 16, 128) x cache layout x varlen x causal x GQA ratio on ragged lengths (none a
+multiple of the 16-key tile; empty sequences; Sq > L), at one head dim and float32, so it
+compiles one kernel. Dtypes and head dims are crossed separately (one kernel each).
+"""
+import numpy as np
+import pytest
+
+import fmha
+from tests.problems import check_against_reference, make_problem, to_device, to_numpy
+
+# (seqlens_q, seqlens_kv_new, cache_seqlens) per sequence, varlen: ragged, an empty
+# sequence, a sequence with more queries than keys, one with no new keys.
+VARLEN_LENGTHS = ([5, 0, 19, 33], [7, 3, 0, 17], [9, 30, 2, 40])
+# dense q/k need equal lengths per sequence; caches stay ragged
+DENSE_LENGTHS = (18, 5, [9, 30, 2])
+HEADS = [(4, 4), (8, 2), (4, 1)]  # MHA, GQA 4, MQA
+KV_SOURCES = [
+    # (has_new, cache kind, page_size, layout)
+    (True, None, None, "NHD"),
+    (True, "contiguous", None, "NHD"),
+    (True, "contiguous", None, "HND"),
+    (True, "paged", 1, "NHD"),
+    (True, "paged", 3, "HND"),
+    (True, "paged", 16, "NHD"),
+    (True, "paged", 128, "HND"),
+    (False, "paged", 7, "NHD"),
+    (False, "contiguous", None, "HND"),
+]
+
+
+def _source_id(source):
+    has_new, cache, page_size, layout = source
+    parts = ["new" if has_new else "nonew"]
+    if cache:
+        parts.append(f"{cache}{page_size or ''}-{layout}")
+    return "+".join(parts)
+
+
+def _problem(source, varlen, causal, heads, head_dim=64, dtype="float32", seed=0):
+    has_new, cache, page_size, layout = source
+    q_lens, new_lens, cache_lens = VARLEN_LENGTHS if varlen else DENSE_LENGTHS
+    batch = len(cache_lens)
+    if varlen:
+        q_lens, new_lens = q_lens[:batch], new_lens[:batch]
+    return make_problem(
+        batch=batch, seqlens_q=q_lens, seqlens_kv=new_lens if has_new else None,
+        cache_seqlens=cache_lens if cache else None, num_heads_q=heads[0],
+        num_heads_kv=heads[1], head_dim=head_dim, dtype=dtype, varlen=varlen,
+        paged=cache == "paged", page_size=page_size or 16, kv_layout=layout,
+        causal=causal, seed=seed)
+
+
+@pytest.mark.parametrize("heads", HEADS, ids=lambda h: f"hq{h[0]}-hkv{h[1]}")
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("varlen", [False, True], ids=["dense", "varlen"])
+@pytest.mark.parametrize("source", KV_SOURCES, ids=_source_id)
+def test_grid_float32(source, varlen, causal, heads):
+    kwargs = _problem(source, varlen, causal, heads)
+    out, lse = fmha.attention(**kwargs, return_lse=True)
+    check_against_reference(kwargs, out, lse)
+
+
+@pytest.mark.parametrize("head_dim", [64, 96, 128, 192, 256, 40])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_dtypes_and_head_dims(dtype, head_dim):
+    kwargs = _problem((True, "paged", 7, "NHD"), True, True, (8, 2), head_dim, dtype)
+    out, lse = fmha.attention(**kwargs, return_lse=True)
+    assert out.dtype == kwargs["q"].dtype
+    check_against_reference(kwargs, out, lse)
+
+
+@pytest.mark.parametrize("page_size", [1, 5, 16])
+def test_decode_long_paged_cache(page_size):
+    """One query per sequence over a long cache: the decode shape."""
+    kwargs = make_problem(batch=3, seqlens_q=1, seqlens_kv=1, cache_seqlens=[300, 1, 77],
+                          num_heads_q=8, num_heads_kv=2, paged=True, page_size=page_size,
+                          kv_layout="HND", causal=True, seed=3)
+    out, lse = fmha.attention(**kwargs, return_lse=True)
+    check_against_reference(kwargs, out, lse)
+
+
+def test_more_queries_than_keys_causal_rows_see_nothing():
+    kwargs = make_problem(batch=2, seqlens_q=[20, 3], seqlens_kv=[4, 0],
+                          cache_seqlens=[2, 0], varlen=True, paged=True, page_size=3,
+                          causal=True, seed=4)
+    out, lse = fmha.attention(**kwargs, return_lse=True)
+    # sequence 0: L = 6, Sq = 20 -> the first 14 queries see no key; sequence 1: L = 0
+    assert np.all(lse[:, :14] == -np.inf) and np.all(lse[:, 20:] == -np.inf)
+    assert np.all(out[:14] == 0) and np.all(out[20:] == 0)
+    check_against_reference(kwargs, out, lse)
+
+
+def test_all_sequences_empty():
+    kwargs = make_problem(batch=2, seqlens_q=[0, 0], seqlens_kv=[0, 3], varlen=True)
+    out, lse = fmha.attention(**kwargs, return_lse=True)
+    assert out.shape == (0, 4, 64) and lse.shape == (4, 0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_dpnp_in_dpnp_out(dtype):
+    import dpnp
+
+    kwargs = _problem((True, "paged", 16, "HND"), True, True, (8, 2), dtype=dtype)
+    device_kwargs = to_device(kwargs)
+    out, lse = fmha.attention(**device_kwargs, return_lse=True)
+    assert isinstance(out, dpnp.ndarray) and isinstance(lse, dpnp.ndarray)
+    expected_dtype = np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
+    assert out.dtype == expected_dtype and out.shape == kwargs["q"].shape
+    check_against_reference(kwargs, to_numpy(out, dtype), to_numpy(lse))
+
+
+def test_float16_as_uint16_bits_with_dtype():
+    kwargs = _problem((True, "contiguous", None, "NHD"), False, True, (4, 4),
+                      dtype="float16")
+    device_kwargs = to_device(kwargs, float16_as_uint16=True)
+    out = fmha.attention(**device_kwargs)
+    assert out.dtype == np.uint16
+    check_against_reference(kwargs, to_numpy(out, "float16"))
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dpnp"])
+def test_out_argument_is_written_and_returned(kind):
+    kwargs = _problem((True, "paged", 3, "NHD"), False, True, (8, 2))
+    if kind == "dpnp":
+        import dpnp
+
+        kwargs = to_device(kwargs)
+        out = dpnp.zeros(kwargs["q"].shape, dtype=np.float32,
+                         sycl_queue=kwargs["q"].sycl_queue)
+    else:
+        out = np.zeros_like(kwargs["q"])
+    result = fmha.attention(**kwargs, out=out)
+    assert result is out
+    check_against_reference(kwargs, to_numpy(out))
+
+
+def test_softmax_scale_and_lse_layout_dense():
+    kwargs = _problem((True, "contiguous", None, "NHD"), False, False, (4, 2))
+    kwargs["softmax_scale"] = 0.3
+    out, lse = fmha.attention(**kwargs, return_lse=True)
+    assert lse.shape == (3, 4, 18) and lse.dtype == np.float32
+    check_against_reference(kwargs, out, lse)
