@@ -51,7 +51,7 @@ def attention_kernel(config: FmhaConfig):
     M, N, D, W = config.block_m, config.block_n, config.head_dim, config.tile_width
     ops = tile.tile_ops(config.dtype, W, D, M)
     gather = page_table.gather_rows(ops, N)
-    scores_of = mma.mma_abt(N, W, M)
+    scores_of = mma.mma_abt(N, M)
     accumulate = mma.mma_ab(N, W, M)
     mask = rowstats.mask_row(N)
     block_range = make_block_range(N)
@@ -67,7 +67,7 @@ def attention_kernel(config: FmhaConfig):
             first = block * N
             gather(kv_tile, k_src, table, table_start, page_size, base, page_stride,
                    row_stride, first, n_keys, lane)
-            scores = scores_of(q_tile, kv_tile, lane)
+            scores = scores_of(q_tile, 0, M, kv_tile, 0, W, 1, W, lane)
             if block >= n_unmasked:
                 scores = mask(scores, first_pos + first, first_pos + n_keys, limit)
             p, m, l, alpha = softmax_update(scores, m, l)

@@ -34,11 +34,11 @@ import numpy as np
 DTYPES = ("bfloat16", "float16", "float32")
 LAYOUTS = ("NHD", "HND")
 
-# The single switch for where inputs live. "dpnp": on the SYCL device, so the timed calls
-# exclude host<->device copies (bf16 then travels as uint16 bits plus dtype="bfloat16").
-# "numpy": host arrays, for the temporary host stand-in of fmha.attention.
-# TODO(lead): flip to "dpnp" when the SYCL kernel replaces the stand-in.
-ARRAY_KIND = "numpy"
+# The single switch for where inputs live (the runner's --arrays default and the asv
+# suite's only setting). "dpnp": on the SYCL device, so the timed calls exclude
+# host<->device copies (bf16 travels as uint16 bits plus dtype="bfloat16"). "numpy": host
+# arrays; fmha.attention then copies them to the device and back inside every call.
+ARRAY_KIND = "dpnp"
 ARRAY_KINDS = ("numpy", "dpnp")
 
 # Per-dtype (atol, rtol) against the float64 reference: a value passes when
@@ -389,14 +389,14 @@ def reference_outputs(problem: Problem, softmax_scale: Optional[float] = None) -
 
 
 def _tolerance(dtype: str):
-    """(atol, rtol) for ``dtype``: from tests/problems.py's table when present."""
+    """(atol, rtol, where from) for ``dtype``: tests/problems.py's table when present
+    (one table for the tests and the runner), else :data:`TOLERANCES`."""
     table = _problems_tolerances()
     if table and dtype in table:
-        entry = table[dtype]
-        if isinstance(entry, dict):
-            return float(entry["atol"]), float(entry["rtol"])
-        return float(entry[0]), float(entry[1])
-    return TOLERANCES[dtype]
+        entry = table[dtype]  # a Tolerance(atol, rtol, lse_atol, lse_rtol) there
+        return float(entry[0]), float(entry[1]), "tests/problems.py"
+    atol, rtol = TOLERANCES[dtype]
+    return atol, rtol, "fmha/runner.py"
 
 
 def _problems_tolerances():
@@ -420,7 +420,8 @@ def _problems_tolerances():
 def verify(problem: Problem, out) -> dict:
     """Compare ``out`` (the API's output) with :func:`reference_outputs`.
 
-    Returns a dict with ``passed``, ``max_abs_error``, ``atol``, ``rtol``.
+    Returns a dict with ``passed``, ``max_abs_error``, ``atol``, ``rtol`` and
+    ``tolerance_from`` (the file whose table gave them).
     """
     c = problem.config
     got = to_host(out, c.dtype)
@@ -429,7 +430,7 @@ def verify(problem: Problem, out) -> dict:
         per_seq = [got[cu[b]:cu[b + 1]] for b in range(c.batch)]
     else:
         per_seq = [got[b] for b in range(c.batch)]
-    atol, rtol = _tolerance(c.dtype)
+    atol, rtol, source = _tolerance(c.dtype)
     worst, passed = 0.0, True
     for g, ref in zip(per_seq, reference_outputs(problem)):
         if g.shape != ref.shape:
@@ -438,7 +439,8 @@ def verify(problem: Problem, out) -> dict:
         if err.size:
             worst = max(worst, float(np.max(err)) if np.all(np.isfinite(g)) else math.inf)
         passed &= bool(np.all(err <= atol + rtol * np.abs(ref)))
-    return {"passed": passed, "max_abs_error": worst, "atol": atol, "rtol": rtol}
+    return {"passed": passed, "max_abs_error": worst, "atol": atol, "rtol": rtol,
+            "tolerance_from": source}
 
 
 # ----------------------------------------------------------------------------- timing
@@ -525,7 +527,7 @@ def format_report(result: dict) -> str:
     lines += [
         f"compile: {result['compile_s']:.3f} s (first call: JIT compile + one run)",
         f"time:    mean {result['mean_ms']:.3f} ms, best {result['best_ms']:.3f} ms per "
-        f"call over {result['iterations']} iterations",
+        f"call over {result['iterations']} timed call(s)",
         f"compute: {result['tflops']:.4f} TFLOP/s at best time "
         f"({result['visible_pairs']} pairs x 4 x D x Hq = {result['flops'] / 1e9:.3f} "
         f"GFLOP; {counted})",
@@ -536,7 +538,8 @@ def format_report(result: dict) -> str:
     if ver is not None:
         lines.append(f"verify:  {'PASS' if ver['passed'] else 'FAIL'} (max abs error "
                      f"{ver['max_abs_error']:.3e}; tolerance |err| <= {ver['atol']:g} + "
-                     f"{ver['rtol']:g}*|ref| vs float64 reference)")
+                     f"{ver['rtol']:g}*|ref| from {ver['tolerance_from']}, vs the "
+                     "float64 reference)")
     return "\n".join(lines)
 
 

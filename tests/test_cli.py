@@ -19,8 +19,9 @@ from fmha import runner
 from fmha.runner import RunConfig, build_problem, visible_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
+# host arrays: the fake attentions below answer with numpy
 SMALL = ["--batch=2", "--num_heads_q=4", "--num_heads_kv=2", "--seq_len_qo=5",
-         "--seq_len_kv=7", "--head_dim=8", "--iterations=2"]
+         "--seq_len_kv=7", "--head_dim=8", "--iterations=2", "--arrays=numpy"]
 PAGED = SMALL + ["--seq_len_kv_cache=9", "--use_paged_kv", "--page_size=4"]
 
 
@@ -150,6 +151,7 @@ def test_json_output_keys(capsys):
                 "seqlens_q", "seqlens_kv", "seqlens_cache", "array_kind"):
         assert key in result
     assert result["verify"] is None and result["iterations"] == 2
+    assert result["array_kind"] == "numpy"
     assert result["config"]["use_paged_kv"] and result["config"]["page_size"] == 4
     assert "compiling kernel for" in captured.err
 
@@ -264,11 +266,12 @@ def test_flops_and_bytes():
 
 def test_cli_subprocess_verifies_real_attention():
     """``python -m fmha`` end to end on fmha.attention (compiles once: slow-ish)."""
+    real = [a for a in PAGED if a not in ("--head_dim=8", "--arrays=numpy")]
     proc = subprocess.run(
-        [sys.executable, "-m", "fmha", *PAGED, "--varlen", "--is_causal", "--verify",
-         "--dtype=float32", "--json"],
+        [sys.executable, "-m", "fmha", *real, "--head_dim=64", "--varlen", "--is_causal",
+         "--verify", "--dtype=float16", "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["verify"]["passed"]
+    assert result["verify"]["passed"] and result["array_kind"] == runner.ARRAY_KIND
     assert "compiling kernel for" in proc.stderr

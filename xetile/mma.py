@@ -12,8 +12,8 @@ Local memory is read, never written, inside the k loop, and no barrier is needed
 
 Two forms, both accumulating in float32:
 
-* :func:`mma_abt` ``S[i, j] = sum_k A[i, k] * B[j, k]``  (Q Kᵀ: A = Q, B = K),
-  result in ``N`` registers per lane, returned as a tuple.
+* :func:`mma_abt` ``S[i, j] = sum_k A[i, k] * B[j, k]``  (Q Kᵀ: A = Q, B = K; and the
+  GEMM of :mod:`xetile.gemm`), result in ``N`` registers per lane, returned as a tuple.
 * :func:`mma_ab` ``C[i, k] = alpha_i * C[i, k] + sum_j P[i, j] * B[j, k]``  (P V),
   ``P`` a register tuple, ``C`` a lane tile (too large for registers: 128 floats per
   lane were measured 4x slower when kept in a private array).
@@ -33,16 +33,26 @@ PV_CHAINS = 4
 
 
 @factory
-def mma_abt(n: int, depth: int, lanes: int):
-    """``mma_abt(a_tile, b_tile, lane) -> (s_0, ..., s_{n-1})``: this lane's row of A·Bᵀ."""
-    body = [f"def mma_abt(a_tile, b_tile, lane):",
-            f"    lane = u64(lane)"]
+def mma_abt(n: int, lanes: int):
+    """``mma_abt(a, a_start, a_pitch, b, b_start, b_row_pitch, b_pitch, depth, lane)``.
+
+    Returns this lane's ``n`` results ``s_j = sum_k A[k, lane] * B[j, k]``, where
+    ``A[k, lane] = a[a_start + k * a_pitch + lane]`` (contiguous across lanes) and
+    ``B[j, k] = b[b_start + j * b_row_pitch + k * b_pitch]`` (the same for every lane).
+    For Q Kᵀ, ``a`` is the Q lane tile and ``b`` the K row tile; for a GEMM, ``a`` is B's
+    columns and ``b`` is A's rows (or Aᵀ with ``b_pitch`` its row length).
+    """
+    body = ["def mma_abt(a, a_start, a_pitch, b, b_start, b_row_pitch, b_pitch, depth, lane):",
+            "    a_at = u64(a_start) + u64(lane)",
+            "    b_at = u64(b_start)"]
     body += [f"    s{j} = numba.float32(0.0)" for j in range(n)]
-    body += [f"    for k in range({depth}):",
-             f"        a = a_tile[u64(k) * u64({lanes}) + lane]"]
-    body += [f"        s{j} = fma(a, b_tile[u64({j * depth}) + u64(k)], s{j})"
+    body += ["    for k in range(depth):",
+             "        x = a[a_at]"]
+    body += [f"        s{j} = fma(x, b[b_at + u64({j}) * u64(b_row_pitch)], s{j})"
              for j in range(n)]
-    body += [f"    return ({names('s', n)},)"]
+    body += ["        a_at += u64(a_pitch)",
+             "        b_at += u64(b_pitch)",
+             f"    return ({names('s', n)},)"]
     return device_function("\n".join(body), "mma_abt", _NAMESPACE)
 
 
@@ -71,3 +81,12 @@ def _namespace():
 
 
 _NAMESPACE = _namespace()
+
+
+@factory
+def store_results(n: int):
+    """``store_results(dst, start, pitch, s)``: ``dst[start + j * pitch] = s_j``, j < n
+    (a lane writes the ``n`` results of :func:`mma_abt`; unrolled like them)."""
+    body = ["def store_results(dst, start, pitch, s):"]
+    body += [f"    dst[u64(start) + u64({j}) * u64(pitch)] = s[{j}]" for j in range(n)]
+    return device_function("\n".join(body), "store_results", _NAMESPACE)

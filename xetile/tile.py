@@ -25,7 +25,7 @@ import numba_dpex as dpex
 from numba import uint64 as u64
 
 from xetile.dtypes import storage
-from xetile.kernel import factory
+from xetile.kernel import factory, kernel
 
 
 class TileOps(NamedTuple):
@@ -106,3 +106,43 @@ def tile_ops(dtype: str, width: int, valid: int, lanes: int) -> TileOps:
                     tile[u64(c) * u64(lanes) + u64(lane)] * scale)
 
     return TileOps(stage_row, zero_row, load_lane_tile, zero_lane_tile, store_lane_tile)
+
+
+# Depth entries one work-item packs: one work-group per entry was dominated by
+# work-group start-up cost.
+PACK_DEPTH_CHUNK = 64
+
+
+@factory
+def pack_panels_kernel(dtype: str, width: int, rows_are_panels: bool):
+    """A kernel that packs a matrix into panels of ``width``, converting to float32.
+
+    ``pack(x, panels, rows, cols, depth)`` with ``x`` the flat ``[rows, cols]`` source:
+
+    * ``rows_are_panels=False`` (B of a GEMM): panels of ``width`` columns,
+      ``panels[p, r, c] = x[r, p * width + c]``, shape ``[ceil(cols/width), rows, width]``;
+    * ``rows_are_panels=True`` (A of a GEMM): panels of ``width`` rows,
+      ``panels[p, c, r] = x[p * width + r, c]``, shape ``[ceil(rows/width), cols, width]``.
+
+    Launch over ``(width, ceil(depth / PACK_DEPTH_CHUNK), n_panels)`` with work-groups
+    ``(width, 1, 1)``; lanes run along the panel's contiguous last axis, so every store
+    is contiguous. Entries past the matrix are 0.
+    """
+    load = storage(dtype).load
+
+    @kernel(sub_group_size=width)
+    def pack(item, x, panels, rows, cols, depth):
+        lane = item.get_global_id(0)
+        panel = item.get_global_id(2)
+        first = item.get_global_id(1) * PACK_DEPTH_CHUNK
+        for d in range(first, min(first + PACK_DEPTH_CHUNK, depth)):
+            if rows_are_panels:
+                row, col = panel * width + lane, d
+            else:
+                row, col = d, panel * width + lane
+            value = numba.float32(0.0)
+            if row < rows and col < cols:
+                value = load(x[u64(row) * u64(cols) + u64(col)])
+            panels[(u64(panel) * u64(depth) + u64(d)) * u64(width) + u64(lane)] = value
+
+    return pack

@@ -1,0 +1,108 @@
+"""The SYCL runtime set-up: a plain python finds the device; the CPU target; the
+self-check; the numba-dpex patches; a trivial kernel; the README/CI command."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xetile
+from xetile import _dpex_patches, runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_import_in_scrubbed_environment_sees_the_device():
+    """No LD_LIBRARY_PATH, OCL_* or CL_* exported: `import fmha` must still work."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LD_", "OCL_", "CL_", "SYCL_", "ONEAPI_"))}
+    code = ("import fmha, dpctl; from xetile import runtime; d = runtime.device(); "
+            "print(d.backend, d.device_type)")
+    res = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "opencl" in res.stdout and "cpu" in res.stdout
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"}, "skx"),
+    ({"avx512f", "avx2", "fma"}, "core-avx2"),      # partial AVX-512: not skx
+    ({"avx2", "fma", "sse4_2"}, "core-avx2"),
+    ({"avx", "sse4_2"}, "corei7"),
+    (set(), "corei7"),
+])
+def test_cpu_target_from_flags(flags, expected):
+    assert runtime.choose_cpu_target(flags) == expected
+
+
+def test_exported_values_are_respected():
+    env = {"CL_CONFIG_CPU_TARGET_ARCH": "corei7", "OCL_ICD_FILENAMES": "/x.so"}
+    assert runtime.configure_environment(env) == {}
+    assert env == {"CL_CONFIG_CPU_TARGET_ARCH": "corei7", "OCL_ICD_FILENAMES": "/x.so"}
+    empty = {}
+    chosen = runtime.configure_environment(empty)
+    assert chosen["CL_CONFIG_CPU_TARGET_ARCH"] == runtime.choose_cpu_target(
+        runtime.read_cpu_flags())
+
+
+def test_self_check_refuses_a_wrong_answer():
+    dev = runtime.device()
+    runtime.self_check(dev)  # the real device passes
+
+    def miscompiled(dev):  # what the runtime returned for exp(arange) without a target
+        x = np.arange(10.0)
+        return [(np.where(x >= 4, 393216.0, np.exp(x)), np.exp(x))]
+
+    with pytest.raises(runtime.DeviceUnavailableError, match="wrong answer"):
+        runtime.self_check(dev, compute=miscompiled)
+
+
+def test_trivial_kernel_computes_the_right_values():
+    import dpnp
+
+    @xetile.kernel
+    def axpy(item, x, y, out):
+        i = item.get_global_id(0)
+        out[i] = 2.0 * x[i] + y[i]
+
+    x = np.arange(37, dtype=np.float32)
+    y = np.ones(37, dtype=np.float32)
+    out = dpnp.zeros(37, dtype=np.float32)
+    xetile.launch(axpy, (37,), (1,), dpnp.asarray(x), dpnp.asarray(y), out)
+    np.testing.assert_array_equal(dpnp.asnumpy(out), 2 * x + y)
+
+
+def test_patched_numba_dpex_functions_exist_and_are_wrapped():
+    """Fails loudly when a numba-dpex upgrade moves a function xetile patches."""
+    for module, cls_name, meth in _dpex_patches.PATCHED:
+        cls = getattr(module, cls_name)
+        fn = getattr(cls, meth)
+        assert getattr(fn, "__xetile_patched__", False), f"{cls_name}.{meth} not patched"
+        assert callable(fn.__wrapped__)
+    _dpex_patches.apply()  # idempotent: no double wrapping
+    fn = getattr(getattr(_dpex_patches.PATCHED[0][0], "Module"), "_generate_spirv")
+    assert not getattr(fn.__wrapped__, "__xetile_patched__", False)
+
+
+def test_required_sub_group_size_is_honoured():
+    import dpnp
+    from xetile import subgroup
+
+    for size in (8, 32):
+        @xetile.kernel(sub_group_size=size)
+        def report(item, out):
+            out[item.get_global_id(0)] = subgroup.sub_group_size()
+
+        out = dpnp.zeros(64, dtype=np.int64)
+        xetile.launch(report, (64,), (64,), out)
+        assert set(dpnp.asnumpy(out).tolist()) == {size}
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    command = ci[-1].strip()
+    assert "pytest" in command
+    assert f"    {command}\n" in readme, f"README does not show the CI command {command!r}"
