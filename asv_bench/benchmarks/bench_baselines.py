@@ -70,7 +70,7 @@ def plain_attention(xp, q, k, v, bias, scale):
 class _Baseline:
     timeout = 300
     number = 1
-    repeat = (3, 10, 4.0)
+    repeat = (3, 10, 2.0)
     warmup_time = 0.0
     rounds = 1
     xp_name = "numpy"

@@ -60,9 +60,9 @@ class _AttentionBench:
 
     timeout = 300
     # Each call is milliseconds to a fraction of a second and was warmed in setup: one call
-    # per sample, 3-10 samples within ~4 s, one process round (keeps the suite ~10 min).
+    # per sample, 3-10 samples within ~2 s, one process round (keeps the suite ~10 min).
     number = 1
-    repeat = (3, 10, 4.0)
+    repeat = (3, 10, 2.0)
     warmup_time = 0.0
     rounds = 1
 
