@@ -8,9 +8,14 @@ from dataclasses import dataclass
 
 from xetile.dtypes import STORAGE
 
-# The CPU runtime maps one sub-group to one AVX-512 register of 16 float lanes; 8 lanes
-# (half a register) keep the tiles of large head dims within local memory.
+# The CPU runtime maps one sub-group to one AVX-512 register of 16 float lanes. 8 lanes
+# (one AVX2 register) keep the tiles of large head dims within local memory, and suit
+# problems with few rows per KV head (decode): there the 16-lane tile is mostly empty,
+# and 256-bit FMAs issue twice as often as 512-bit ones on this CPU (decode B8 Hq32
+# Hkv8 L4096: 15.5 vs 21.6 ms of CPU time; prefill keeps 16: 231 vs 310 ms).
 SUB_GROUP_SIZES = (16, 8)
+# rows per KV head (queries x query heads per KV head) at or below which 8 lanes win
+FEW_ROWS = 8
 BLOCK_N_CHOICES = (16, 8)
 MAX_HEAD_DIM = 256
 # Local memory per work-group, as the device reports it. Exceeding it is not refused:
@@ -39,9 +44,12 @@ class FmhaConfig:
     block_n: int = BLOCK_N_CHOICES[0]
 
     @classmethod
-    def default(cls, head_dim: int, dtype: str = "float32") -> "FmhaConfig":
-        """The largest tiles (16 x 16 first) whose local memory fits the budget."""
-        for block_m in SUB_GROUP_SIZES:
+    def default(cls, head_dim: int, dtype: str = "float32",
+                rows_per_kv_head: int = FEW_ROWS + 1) -> "FmhaConfig":
+        """The largest tiles (16 x 16 first) whose local memory fits the budget; 8 rows
+        when no sequence has more than ``FEW_ROWS`` rows (``Sq * Hq / Hkv``) to fill."""
+        sizes = SUB_GROUP_SIZES if rows_per_kv_head > FEW_ROWS else SUB_GROUP_SIZES[1:]
+        for block_m in sizes:
             for block_n in BLOCK_N_CHOICES:
                 config = cls(head_dim, dtype, block_m, block_n)
                 if config.local_memory_bytes <= LOCAL_MEMORY_BUDGET:

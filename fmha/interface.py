@@ -99,7 +99,8 @@ def attention(q, k=None, v=None, *, k_cache=None, v_cache=None, cache_seqlens=No
 
 
 def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
-    config = FmhaConfig.default(problem.head_dim, problem.dtype)
+    rows = int(np.max(problem.seqlens_q, initial=0)) * problem.group_size
+    config = FmhaConfig.default(problem.head_dim, problem.dtype, rows)
     xp = _ArrayKind(problem.kind, q)
     B, Hq, Hkv, D = problem.batch, problem.num_heads_q, problem.num_heads_kv, problem.head_dim
     total_q = int(np.sum(problem.seqlens_q))

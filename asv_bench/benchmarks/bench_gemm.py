@@ -23,7 +23,7 @@ class Gemm:
     param_names = ["impl", "n"]
     timeout = 300
     number = 1
-    repeat = (3, 10, 4.0)
+    repeat = (3, 10, 2.0)
     warmup_time = 0.0
     rounds = 1
 
