@@ -42,6 +42,12 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2,
                    help="torch.set_num_threads (default 2: the machine's cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--causal_mode", choices=("bool", "lower_right"), default="bool",
+                   help="how a bottom-right causal mask reaches SDPA when Sq != L: a "
+                        "boolean mask (default; faster here) or causal_lower_right")
+    p.add_argument("--fold_gqa", action="store_true",
+                   help="decode form: fold the Hq/Hkv query heads of a KV head into the "
+                        "query axis (one SDPA over [B, Hkv, G*Sq, D]); not with causal")
     args = p.parse_args(argv)
     if args.num_heads_kv is None:
         args.num_heads_kv = args.num_heads_q
@@ -55,10 +61,13 @@ def parse_args(argv=None):
     return args
 
 
-def causal_mask(torch, sq: int, n: int):
+def causal_mask(torch, sq: int, n: int, mode: str = "bool"):
     """The bottom-right causal mask for SDPA and its name (see the module docstring)."""
     if sq == n:
         return None, "is_causal"
+    if mode == "bool":
+        rows = torch.arange(sq)[:, None]
+        return torch.arange(n)[None, :] <= rows + (n - sq), "bool mask"
     try:
         from torch.nn.attention.bias import causal_lower_right
 
@@ -82,11 +91,19 @@ def main(argv=None) -> int:
     dtype = getattr(torch, args.dtype)
     b, hq, hkv = args.batch, args.num_heads_q, args.num_heads_kv
     sq, n, d = args.seq_len_qo, args.seq_len_kv, args.head_dim
+    if args.fold_gqa and args.is_causal:
+        print("torch_baseline.py: --fold_gqa cannot be combined with --is_causal",
+              file=sys.stderr)
+        return 2
     q = torch.randn(b, hq, sq, d, dtype=dtype)
     k = torch.randn(b, hkv, n, d, dtype=dtype)
     v = torch.randn(b, hkv, n, d, dtype=dtype)
-    mask, mode = causal_mask(torch, sq, n) if args.is_causal else (None, "none")
+    mask, mode = (causal_mask(torch, sq, n, args.causal_mode) if args.is_causal
+                  else (None, "none"))
     gqa = {"enable_gqa": True} if hkv != hq else {}
+    if args.fold_gqa:  # [B, Hq, Sq, D] -> [B, Hkv, G * Sq, D]: plain attention per KV head
+        q = q.reshape(b, hkv, (hq // hkv) * sq, d)
+        gqa = {}
 
     def call():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask,

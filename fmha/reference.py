@@ -217,9 +217,12 @@ def _one_sequence(q, k, v, scale, causal):
     num_keys, num_heads_kv = k.shape[0], k.shape[1]
     group = num_heads_q // num_heads_kv
 
-    i = np.arange(num_queries)[:, None]
-    j = np.arange(num_keys)[None, :]
-    visible = (j <= i + num_keys - num_queries) if causal else np.ones((num_queries, num_keys), bool)
+    i = np.arange(num_queries)[:, None]      # query index within the sequence
+    j = np.arange(num_keys)[None, :]         # key index: cache first, then new keys
+    if causal:
+        visible = j <= i + num_keys - num_queries
+    else:
+        visible = np.ones((num_queries, num_keys), dtype=bool)
     has_key = visible.any(axis=1)   # [Sq]
 
     out = np.zeros((num_queries, num_heads_q, head_dim))
