@@ -207,11 +207,19 @@ def _one_sequence(q, k, v, scale, causal):
 
     Parameters
     ----------
-    q : ``[Sq, Hq, D]`` float64.  k, v : ``[L, Hkv, D]`` float64.
+    q : numpy.ndarray
+        float64 ``[Sq, Hq, D]``.
+    k, v : numpy.ndarray
+        float64 ``[L, Hkv, D]``: the cached keys, then the new ones.
+    scale : float
+    causal : bool
 
     Returns
     -------
-    out ``[Sq, Hq, D]`` and lse ``[Hq, Sq]``, float64.
+    out : numpy.ndarray
+        float64 ``[Sq, Hq, D]``.
+    lse : numpy.ndarray
+        float64 ``[Hq, Sq]``.
     """
     num_queries, num_heads_q, head_dim = q.shape
     num_keys, num_heads_kv = k.shape[0], k.shape[1]
