@@ -22,6 +22,7 @@ from numba_dpex import kernel_api as kapi
 from xetile.dtypes import dtype_name, reinterpret, storage
 from xetile.kernel import factory, kernel, launch
 from xetile.tile import PACK_DEPTH_CHUNK, pack_panels_kernel
+from xetile.workspace import scratch
 from xetile.mma import mma_abt, store_results
 
 LANES = 16        # columns of C per work-group: one AVX-512 register of float32
@@ -83,27 +84,30 @@ def matmul(a, b):
         raise TypeError(f"matmul: a and b must share a dtype, got {a.dtype} and {b.dtype}")
     m, k = a.shape
     n = b.shape[1]
-    a_panels = pack_panels(a, BLOCK_M, rows_are_panels=True)    # [M/bm, K, bm]
-    b_panels = pack_panels(b, LANES, rows_are_panels=False)     # [N/lanes, K, lanes]
+    a_panels = pack_panels(a, BLOCK_M, rows_are_panels=True, name="gemm.a")
+    b_panels = pack_panels(b, LANES, rows_are_panels=False, name="gemm.b")
     m_panels, n_panels = a_panels.shape[0], b_panels.shape[0]
-    c = dpnp.zeros((m_panels * BLOCK_M, n_panels * LANES), dtype=np.float32)
-    if k and m_panels and n_panels:
+    c = dpnp.empty((m_panels * BLOCK_M, n_panels * LANES), dtype=np.float32,
+                   sycl_queue=a_panels.sycl_queue)
+    if k == 0:
+        c[...] = 0
+    elif m_panels and n_panels:
         launch(gemm_kernel(), (m_panels * n_panels * LANES,), (LANES,),
                a_panels.reshape(-1), b_panels.reshape(-1), c.reshape(-1), n_panels, k)
     c = c[:m, :n]
     return c if device_in else dpnp.asnumpy(c)
 
 
-def pack_panels(x, width, rows_are_panels):
+def pack_panels(x, width, rows_are_panels, name=None):
     """``x [R, C]`` (numpy or dpnp, any storage dtype) packed by
     :func:`xetile.tile.pack_panels_kernel` into a float32 dpnp array
-    ``[panels, depth, width]``."""
+    ``[panels, depth, width]``; in the reusable scratch buffer ``name`` if given."""
     import dpnp
 
-    name = dtype_name(x.dtype) if x.dtype != np.uint16 else None
-    if name is None:
+    if x.dtype == np.uint16:
         raise TypeError("pack_panels: uint16 bits need a dtype; pass float arrays")
-    dev = storage(name).device_dtype
+    dtype = dtype_name(x.dtype)
+    dev = storage(dtype).device_dtype
     if isinstance(x, np.ndarray):
         flat = dpnp.asarray(np.ascontiguousarray(x).view(dev).reshape(-1))
     else:
@@ -112,9 +116,12 @@ def pack_panels(x, width, rows_are_panels):
     rows, cols = x.shape
     panels = -(-(rows if rows_are_panels else cols) // width)
     depth = cols if rows_are_panels else rows
-    out = dpnp.empty((panels, depth, width), dtype=np.float32, sycl_queue=flat.sycl_queue)
+    count = panels * depth * width
+    out = (scratch(name, count, queue=flat.sycl_queue) if name else
+           dpnp.empty(count, dtype=np.float32, sycl_queue=flat.sycl_queue))
+    out = out.reshape(panels, depth, width)
     if panels and depth:
         chunks = -(-depth // PACK_DEPTH_CHUNK)
-        launch(pack_panels_kernel(name, width, rows_are_panels), (width, chunks, panels),
+        launch(pack_panels_kernel(dtype, width, rows_are_panels), (width, chunks, panels),
                (width, 1, 1), flat, out.reshape(-1), rows, cols, depth)
     return out
