@@ -6,9 +6,11 @@ import math
 import numpy as np
 
 import xetile
+from xetile.kernel import check_sub_group_size
 from xetile.dtypes import reinterpret, storage
 
 from fmha.config import FmhaConfig
+from fmha.decode import DecodeConfig, decode_kernel, decode_local_tiles
 from fmha.kernel import SOURCE_FIELDS, WORK_FIELDS, attention_kernel, local_tiles
 from fmha.seqlen_info import pack_seqlens
 
@@ -100,7 +102,14 @@ def attention(q, k=None, v=None, *, k_cache=None, v_cache=None, cache_seqlens=No
 
 def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
     rows = int(np.max(problem.seqlens_q, initial=0)) * problem.group_size
-    config = FmhaConfig.default(problem.head_dim, problem.dtype, rows)
+    decode = DecodeConfig.default(problem.head_dim, problem.dtype)
+    if rows <= decode.max_rows:   # few rows per KV head: lanes split D instead
+        config, make_kernel, scratch = decode, decode_kernel, decode_local_tiles(decode)
+        block_rows = decode.max_rows
+    else:
+        config = FmhaConfig.default(problem.head_dim, problem.dtype, rows)
+        make_kernel, scratch = attention_kernel, local_tiles(config)
+        block_rows = config.block_m
     xp = _ArrayKind(problem.kind, q)
     B, Hq, Hkv, D = problem.batch, problem.num_heads_q, problem.num_heads_kv, problem.head_dim
     total_q = int(np.sum(problem.seqlens_q))
@@ -135,18 +144,24 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
     cu_new = np.concatenate([[0], np.cumsum(problem.seqlens_kv_new)])
     table_starts = np.arange(B, dtype=np.int64) * table.shape[1]
     seqlens = pack_seqlens(cu_q, cu_new, cache_lens, table_starts)
-    work = _work_list(problem, config)
+    work = _work_list(problem, block_rows)
 
     out_flat = xp.empty(total_q * Hq * D, dev_dtype)
     lse_flat = xp.empty(max(Hq * total_q, 1), np.float32)
     if len(work):
+        if make_kernel is decode_kernel:
+            lanes, status = config.lanes, (xp.empty(1, np.int32),)
+        else:
+            lanes, status = config.block_m, ()   # no sub-group collectives
         xetile.launch(
-            attention_kernel(config), (len(work) * config.block_m,), (config.block_m,),
+            make_kernel(config), (len(work) * lanes,), (lanes,),
             q_flat, k_flat, v_flat, kc_flat, vc_flat, xp.device(table.reshape(-1)),
             xp.device(np.zeros(1, np.int32)), xp.device(seqlens.reshape(-1)),
-            xp.device(work.reshape(-1)), xp.device(sources), out_flat, lse_flat,
-            *local_tiles(config), Hq, Hkv, int(bool(problem.causal)),
+            xp.device(work.reshape(-1)), xp.device(sources), out_flat, lse_flat, *status,
+            *scratch, Hq, Hkv, int(bool(problem.causal)),
             np.float32(problem.softmax_scale * LOG2E))
+        if status:
+            check_sub_group_size(status[0], lanes, "fmha_decode")
 
     result = xp.result(out_flat, q, problem.dtype, out)
     if not return_lse:
@@ -165,8 +180,9 @@ def _cache_geometry(kv_layout, page_size, num_heads_kv, head_dim):
     return page_size, page_stride, head_dim, page_size * head_dim  # [pages, Hkv, ps, D]
 
 
-def _work_list(problem, config):
-    """int64 ``[n_groups, WORK_FIELDS]``: (sequence, KV head, first row) per work-group.
+def _work_list(problem, block_rows):
+    """int64 ``[n_groups, WORK_FIELDS]``: (sequence, KV head, first row) per work-group
+    of ``block_rows`` rows.
 
     Work-groups of one (sequence, KV head) are consecutive, so the K/V tiles they all
     read stay in the shared cache; within them the rows go last to first, so the causal
@@ -178,7 +194,7 @@ def _work_list(problem, config):
              for b in range(problem.batch)
              for hk in range(problem.num_heads_kv)
              for first_row in reversed(range(0, int(problem.seqlens_q[b]) * G,
-                                             config.block_m))]
+                                             block_rows))]
     return np.asarray(items, dtype=np.int64).reshape(-1, WORK_FIELDS)
 
 

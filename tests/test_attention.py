@@ -143,3 +143,34 @@ def test_softmax_scale_and_lse_layout_dense():
     out, lse = fmha.attention(**kwargs, return_lse=True)
     assert lse.shape == (3, 4, 18) and lse.dtype == np.float32
     check_against_reference(kwargs, out, lse)
+
+
+# -- the decode kernel (at most DECODE_MAX_ROWS rows per KV head: lanes split D) -------
+
+DECODE_SOURCES = [s for s in KV_SOURCES if s[1] != "contiguous" or s[3] == "HND"]
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("q_len,heads", [(1, (4, 4)), (1, (8, 1)), (2, (8, 2)),
+                                         (3, (2, 1))], ids=lambda x: str(x))
+@pytest.mark.parametrize("source", DECODE_SOURCES, ids=_source_id)
+def test_decode_grid_float32(source, q_len, heads, causal):
+    has_new, cache, page_size, layout = source
+    kwargs = make_problem(
+        batch=3, seqlens_q=[q_len, 0, q_len], seqlens_kv=[3, 1, 20] if has_new else None,
+        cache_seqlens=[37, 5, 0] if cache else None, num_heads_q=heads[0],
+        num_heads_kv=heads[1], varlen=True, paged=cache == "paged",
+        page_size=page_size or 16, kv_layout=layout, causal=causal, seed=q_len)
+    assert q_len * heads[0] // heads[1] <= 8   # the decode kernel's shapes
+    out, lse = fmha.attention(**kwargs, return_lse=True)
+    check_against_reference(kwargs, out, lse)
+
+
+@pytest.mark.parametrize("head_dim", [40, 128, 256])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_decode_dtypes_and_head_dims(dtype, head_dim):
+    kwargs = make_problem(batch=2, seqlens_q=1, seqlens_kv=1, cache_seqlens=[50, 17],
+                          num_heads_q=8, num_heads_kv=2, head_dim=head_dim, dtype=dtype,
+                          paged=True, page_size=7, causal=True, seed=head_dim)
+    out, lse = fmha.attention(**kwargs, return_lse=True)
+    check_against_reference(kwargs, out, lse)

@@ -198,3 +198,40 @@ def test_gemm_dpnp_in_dpnp_out_and_errors():
     np.testing.assert_array_equal(dpnp.asnumpy(c), np.full((2, 4), [[3.0], [12.0]]))
     with pytest.raises(ValueError, match=r"matmul: expected a \[M, K\]"):
         matmul(np.ones((2, 3), np.float32), np.ones((4, 2), np.float32))
+
+
+@factory
+def _vec_kernel(chunks, lanes):
+    width = chunks * lanes
+    ops = tile.tile_ops("float32", width, width, lanes)
+    dot_rows, axpy_rows = mma.vec_mat_t(lanes, chunks, lanes), mma.vec_mat(lanes, chunks, lanes)
+
+    @kernel(sub_group_size=lanes)
+    def vec_check(item, a, b, p, c, scores, b_tile):
+        lane = item.get_local_id(0)
+        for j in range(lanes):
+            ops.stage_row(b_tile, j, b, j * width, lane)
+        scores[lane] = dot_rows(a, 0, b_tile, lane)
+        axpy_rows(p, 0, b_tile, c, 0, 0.5, lane)
+    return vec_check
+
+
+@pytest.mark.parametrize("lanes", LANE_COUNTS)
+@pytest.mark.parametrize("chunks", [1, 3, 8])
+def test_vector_forms_transpose_reduce_and_axpy(lanes, chunks):
+    """vec_mat_t leaves row j's dot product in lane j; vec_mat is c = alpha c + p B."""
+    rng = np.random.default_rng(chunks)
+    width = chunks * lanes
+    a = rng.standard_normal(width).astype(np.float32)
+    b = rng.standard_normal((lanes, width)).astype(np.float32)
+    p = rng.standard_normal(lanes).astype(np.float32)
+    c0 = rng.standard_normal(width).astype(np.float32)
+    c = dpnp.asarray(c0)
+    scores = dpnp.zeros(lanes, dtype=np.float32)
+    launch(_vec_kernel(chunks, lanes), (lanes,), (lanes,), dpnp.asarray(a),
+           dpnp.asarray(b.ravel()), dpnp.asarray(p), c, scores,
+           kapi.LocalAccessor(lanes * width, np.float32))
+    np.testing.assert_allclose(dpnp.asnumpy(scores), b.astype(np.float64) @ a,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dpnp.asnumpy(c), 0.5 * c0 + p.astype(np.float64) @ b,
+                               rtol=1e-5, atol=1e-5)

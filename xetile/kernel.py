@@ -49,3 +49,25 @@ def launch(kern, global_size, local_size, *args) -> None:
     """
     device()  # the first launch in a process runs the device self-check
     dpex.call_kernel(kern, dpex.NdRange(tuple(global_size), tuple(local_size)), *args)
+
+
+class SubGroupSizeError(RuntimeError):
+    """A kernel ran with another sub-group size than it requires."""
+
+
+def check_sub_group_size(status, expected: int, name: str) -> None:
+    """Raise unless ``status[0]`` (written by the kernel with
+    :func:`xetile.subgroup.sub_group_size`) equals ``expected``.
+
+    The OpenCL CPU runtime honours a required sub-group size only for a kernel it can
+    vectorise; otherwise it runs the kernel one work-item at a time, silently, and every
+    sub-group collective then sees a sub-group of 1 (seen: a uniform ``exp2`` of a value
+    loaded from local memory was enough). Kernels that use collectives must report.
+    """
+    import dpnp
+
+    got = int(dpnp.asnumpy(status[:1])[0])
+    if got != expected:
+        raise SubGroupSizeError(
+            f"kernel {name!r} ran with sub-group size {got} instead of {expected}: the "
+            "device could not vectorise it, and its sub-group collectives would be wrong")

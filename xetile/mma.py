@@ -77,7 +77,9 @@ def _namespace():
     import numba
     from numba import uint64
 
-    return {"numba": numba, "u64": uint64, "fma": fastmath.fma}
+    from xetile.subgroup import shuffle_xor
+
+    return {"numba": numba, "u64": uint64, "fma": fastmath.fma, "shuffle_xor": shuffle_xor}
 
 
 _NAMESPACE = _namespace()
@@ -90,3 +92,69 @@ def store_results(n: int):
     body = ["def store_results(dst, start, pitch, s):"]
     body += [f"    dst[u64(start) + u64({j}) * u64(pitch)] = s[{j}]" for j in range(n)]
     return device_function("\n".join(body), "store_results", _NAMESPACE)
+
+
+# -- the vector forms (one row per work-group, lanes split the depth) ----------------------
+
+@factory
+def vec_mat_t(n: int, chunks: int, lanes: int):
+    """``vec_mat_t(a, a_start, b_tile, lane) -> s``: lane ``j`` gets ``a · B[j]``.
+
+    For a work-group with only a few rows (decode), one row per lane would leave most
+    lanes idle; here the lanes split the depth instead. ``a`` is one row of length
+    ``chunks * lanes`` at ``a_start``; ``B`` a row tile ``[n, chunks * lanes]`` with
+    ``n == lanes``. Each lane accumulates the partial products of its depth slice for
+    all ``n`` rows of B (``n`` registers), then a butterfly *transpose-reduce* (four
+    shuffle-xor steps for 16 lanes) leaves row ``j``'s full dot product in lane ``j``:
+    the result is a vector over B's rows, one per lane, with no sub-group reduction.
+    """
+    if n != lanes or lanes & (lanes - 1):
+        raise ValueError(f"vec_mat_t: need n == lanes, a power of two; got {n}, {lanes}")
+    width = chunks * lanes
+    body = ["def vec_mat_t(a, a_start, b_tile, lane):",
+            "    lane = u64(lane)",
+            "    a_at = u64(a_start) + lane"]
+    body += [f"    p{j} = numba.float32(0.0)" for j in range(n)]
+    body += [f"    for c in range({chunks}):",
+             f"        at = u64(c) * u64({lanes}) + lane",
+             "        x = a[a_at + u64(c) * u64(" + str(lanes) + ")]"]
+    body += [f"        p{j} = fma(x, b_tile[u64({j * width}) + at], p{j})" for j in range(n)]
+    # transpose-reduce: at offset h, pair (p_j, p_{j+h}); lanes with bit h keep p_{j+h}
+    names_now = [f"p{j}" for j in range(n)]
+    h = n // 2
+    while h >= 1:
+        body.append(f"    upper = (lane & u64({h})) != u64(0)")
+        merged = []
+        for j in range(h):
+            lo, hi = names_now[j], names_now[j + h]
+            out = f"r{h}_{j}"
+            body.append(f"    {out} = ({hi} if upper else {lo}) + "
+                        f"shuffle_xor({lo} if upper else {hi}, {h})")
+            merged.append(out)
+        names_now = merged
+        h //= 2
+    body.append(f"    return {names_now[0]}")
+    return device_function("\n".join(body), "vec_mat_t", _NAMESPACE)
+
+
+@factory
+def vec_mat(n: int, chunks: int, lanes: int):
+    """``vec_mat(p, p_start, b_tile, c, c_start, alpha, lane)``: the row
+    ``C = alpha * C + P · B`` with lanes splitting its length.
+
+    ``P`` is ``n`` values at ``p[p_start:]`` (read by every lane), ``B`` a row tile
+    ``[n, chunks * lanes]``, ``C`` one row of length ``chunks * lanes`` at ``c_start``.
+    """
+    width = chunks * lanes
+    n_chains = min(PV_CHAINS, n)
+    body = ["def vec_mat(p, p_start, b_tile, c, c_start, alpha, lane):",
+            "    lane = u64(lane)"]
+    body += [f"    p{j} = p[u64(p_start) + u64({j})]" for j in range(n)]
+    body += [f"    for k in range({chunks}):",
+             f"        at = u64(k) * u64({lanes}) + lane",
+             "        c0 = c[u64(c_start) + at] * alpha"]
+    body += [f"        c{i} = numba.float32(0.0)" for i in range(1, n_chains)]
+    body += [f"        c{j % n_chains} = fma(p{j}, b_tile[u64({j * width}) + at], c{j % n_chains})"
+             for j in range(n)]
+    body += ["        c[u64(c_start) + at] = " + " + ".join(f"c{i}" for i in range(n_chains))]
+    return device_function("\n".join(body), "vec_mat", _NAMESPACE)

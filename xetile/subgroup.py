@@ -164,3 +164,4 @@ def barrier(typingctx):
               [scope, scope, llvmir.Constant(_I32, _BARRIER_SEMANTICS)])
         return context.get_dummy_value()
     return types.void(), codegen
+

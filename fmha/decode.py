@@ -1,0 +1,209 @@
+"""The decode kernel: few rows per KV head, so the lanes split the head dim instead.
+
+In decode (one new query per sequence, or a few) a KV head has only ``Sq * G`` rows,
+often 4. The prefill kernel (:mod:`fmha.kernel`) gives each lane a row, so most lanes
+would idle while every key still costs ``2 * D`` vector instructions. Here:
+
+* a work-group is one sub-group of ``lanes`` work-items and owns **every** row of one
+  (sequence, KV head), at most ``max_rows`` of them;
+* for each tile of ``lanes`` keys, gathered into local memory as in prefill (through the
+  page table, converted to float32, zero past the end), and each row in turn:
+  ``S = q Kᵀ`` with the lanes splitting D (:func:`xetile.mma.vec_mat_t`: partial
+  products, then a butterfly transpose-reduce that leaves key ``j``'s score in lane
+  ``j``); online softmax over the lanes (two sub-group reductions per row and tile);
+  ``O = alpha O + P V`` with the lanes splitting D (:func:`xetile.mma.vec_mat`).
+
+A key then costs about ``2 * D / lanes`` vector instructions per row instead of
+``2 * D`` per 16 rows: 2.5x fewer for 4 rows. Masking, block ranges, the two phases
+(cache, then new keys) and the output are the same as in prefill, from the same modules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numba_dpex as dpex
+import numpy as np
+from numba import uint64 as u64
+from numba_dpex import kernel_api as kapi
+
+import xetile
+from xetile import fastmath, mma, page_table, subgroup, tile
+from xetile.dtypes import STORAGE
+
+from fmha.block_info import make_block_range
+from fmha.config import LOCAL_MEMORY_BUDGET, MAX_HEAD_DIM
+from fmha.kernel import SOURCE_FIELDS, WORK_FIELDS
+from fmha.mask import key_limit, visible_ranges
+from fmha.seqlen_info import seqlen_info
+from fmha.softmax import LN2, NEG_INF
+
+DECODE_LANES = 16      # = keys per tile (the transpose-reduce maps key j to lane j)
+DECODE_MAX_ROWS = 8    # rows (queries x heads per KV head) one work-group holds
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Compile-time sizes of the decode kernel (one kernel per configuration)."""
+    head_dim: int
+    dtype: str = "float32"
+    lanes: int = DECODE_LANES
+    max_rows: int = DECODE_MAX_ROWS
+
+    @classmethod
+    def default(cls, head_dim: int, dtype: str = "float32") -> "DecodeConfig":
+        """``DECODE_MAX_ROWS`` rows, fewer where the tiles would not fit local memory."""
+        for rows in (DECODE_MAX_ROWS, DECODE_MAX_ROWS // 2):
+            config = cls(head_dim, dtype, DECODE_LANES, rows)
+            if config.local_memory_bytes <= LOCAL_MEMORY_BUDGET:
+                return config
+        return config
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.head_dim // self.lanes)
+
+    @property
+    def tile_width(self) -> int:
+        return self.chunks * self.lanes
+
+    @property
+    def local_memory_bytes(self) -> int:
+        """q rows + accumulators + one K/V tile + probabilities and statistics."""
+        W, R, N = self.tile_width, self.max_rows, self.lanes
+        return 4 * (2 * R * W + N * W + R * N + 3 * R * N)
+
+    def can_implement(self) -> None:
+        if not 1 <= self.head_dim <= MAX_HEAD_DIM:
+            raise ValueError(f"head_dim: expected 1..{MAX_HEAD_DIM}, got {self.head_dim}")
+        if self.dtype not in STORAGE:
+            raise ValueError(f"dtype: expected one of {sorted(STORAGE)}, got {self.dtype!r}")
+        if self.local_memory_bytes > LOCAL_MEMORY_BUDGET:
+            raise ValueError(f"local memory: {self.local_memory_bytes} bytes needed, "
+                             f"budget {LOCAL_MEMORY_BUDGET}")
+
+
+@xetile.factory
+def decode_kernel(config: DecodeConfig):
+    """The compiled decode kernel for ``config`` (once per process)."""
+    config.can_implement()
+    N, D, W, R = config.lanes, config.head_dim, config.tile_width, config.max_rows
+    ops = tile.tile_ops(config.dtype, W, D, N)
+    gather = page_table.gather_rows(ops, N)
+    scores_of = mma.vec_mat_t(N, config.chunks, N)
+    accumulate = mma.vec_mat(N, config.chunks, N)
+    block_range = make_block_range(N)
+    load = ops.stage_row
+    store = STORAGE[config.dtype].store
+
+    @dpex.device_func
+    def attend_source(q_rows, acc, kv_tile, probs, stats, k_src, v_src, table, table_start,
+                      page_size, page_stride, row_stride, base, n_keys, first_pos,
+                      visible_end, unmasked_end, rows, heads_per_kv, causal, q_len, kv_len,
+                      lane):
+        """Fold one row source into every row's (acc, m, l) (stats: m, l, alpha)."""
+        n_unmasked, n_blocks = block_range(n_keys, first_pos, visible_end, unmasked_end)
+        for block in range(n_blocks):
+            first = block * N
+            gather(kv_tile, k_src, table, table_start, page_size, base, page_stride,
+                   row_stride, first, n_keys, lane)
+            key = first_pos + first + lane
+            for r in range(rows):
+                s = scores_of(q_rows, r * W, kv_tile, lane)
+                if block >= n_unmasked:
+                    limit = key_limit(causal, r // heads_per_kv, q_len, kv_len)
+                    seen = key < first_pos + n_keys and key <= limit
+                    s = s if seen else NEG_INF
+                at = u64(3 * r * N) + u64(lane)
+                m_old = stats[at]
+                m_new = max(m_old, subgroup.reduce_max(s))
+                shift = m_new if m_new != NEG_INF else numba.float32(0.0)
+                alpha = fastmath.exp2(m_old - shift)
+                p = fastmath.exp2(s - shift)
+                stats[at + u64(N)] = stats[at + u64(N)] * alpha + subgroup.reduce_add(p)
+                stats[at] = m_new
+                stats[at + u64(2 * N)] = alpha
+                probs[u64(r * N) + u64(lane)] = p
+            # subgroup.barrier()  # probs written lane by lane, read by every lane below
+            gather(kv_tile, v_src, table, table_start, page_size, base, page_stride,
+                   row_stride, first, n_keys, lane)
+            for r in range(rows):
+                alpha = stats[u64((3 * r + 2) * N) + u64(lane)]
+                accumulate(probs, r * N, kv_tile, acc, r * W, alpha, lane)
+            # subgroup.barrier()
+        return 0
+
+    @xetile.kernel(sub_group_size=N)
+    def fmha_decode(
+        item: kapi.NdItem,
+        q, k_new, v_new, k_cache, v_cache, page_table_, one_page, seqlens, work, sources,
+        out, lse,     # as fmha.kernel.fmha_forward
+        status,       # OUT int32 [1]: the sub-group size the kernel ran with
+        q_rows,       # SCRATCH local float32 [R, W]
+        acc,          # SCRATCH local float32 [R, W]
+        kv_tile,      # SCRATCH local float32 [N, W]
+        probs,        # SCRATCH local float32 [R, N]
+        stats,        # SCRATCH local float32 [R, 3, N]: running max, running sum, alpha
+                      # (each lane keeps its own copy: a math call on a value loaded
+                      # from one address for all lanes stops the runtime vectorising
+                      # the kernel, and it then silently runs with sub-groups of 1)
+        num_heads_q, num_heads_kv, causal, scale_log2,
+    ):
+        lane = item.get_local_id(0)
+        group = item.get_group().get_group_id(0)
+        if group == 0:
+            status[0] = subgroup.sub_group_size()
+        b, kv_head = work[group * WORK_FIELDS], work[group * WORK_FIELDS + 1]
+        q_start, q_len, new_start, new_len, cache_len, table_start = seqlen_info(seqlens, b)
+        kv_len = cache_len + new_len
+        heads_per_kv = num_heads_q // num_heads_kv
+        rows = q_len * heads_per_kv
+        for r in range(rows):  # row r: query r // G of head kv_head * G + r % G
+            q_row = ((q_start + r // heads_per_kv) * num_heads_q
+                     + kv_head * heads_per_kv + r % heads_per_kv) * D
+            load(q_rows, r, q, q_row, lane)
+            for c in range(0, W, N):
+                q_rows[u64(r * W + c) + u64(lane)] *= scale_log2
+                acc[u64(r * W + c) + u64(lane)] = numba.float32(0.0)
+            stats[u64(3 * r * N) + u64(lane)] = NEG_INF
+            stats[u64((3 * r + 1) * N) + u64(lane)] = numba.float32(0.0)
+        visible_end, unmasked_end = visible_ranges(causal, 0, q_len - 1, q_len, kv_len)
+
+        attend_source(q_rows, acc, kv_tile, probs, stats, k_cache, v_cache, page_table_,
+                      table_start, sources[0], sources[1], sources[2],
+                      kv_head * sources[3], cache_len, 0, visible_end, unmasked_end, rows,
+                      heads_per_kv, causal, q_len, kv_len, lane)
+        attend_source(q_rows, acc, kv_tile, probs, stats, k_new, v_new, one_page, 0,
+                      sources[SOURCE_FIELDS], sources[SOURCE_FIELDS + 1],
+                      sources[SOURCE_FIELDS + 2],
+                      new_start * sources[SOURCE_FIELDS + 2]
+                      + kv_head * sources[SOURCE_FIELDS + 3],
+                      new_len, cache_len, visible_end, unmasked_end, rows, heads_per_kv,
+                      causal, q_len, kv_len, lane)
+
+        total_q = lse.shape[0] // num_heads_q
+        for r in range(rows):
+            query = r // heads_per_kv
+            head = kv_head * heads_per_kv + r % heads_per_kv
+            m = stats[u64(3 * r * N) + u64(lane)]
+            l = stats[u64((3 * r + 1) * N) + u64(lane)]
+            inv_l = numba.float32(0.0)
+            row_lse = NEG_INF
+            if l > numba.float32(0.0):
+                inv_l = numba.float32(1.0) / l
+                row_lse = m * numba.float32(LN2) + fastmath.log2(l) * numba.float32(LN2)
+            out_row = ((q_start + query) * num_heads_q + head) * D
+            for c in range(0, W, N):
+                if c + lane < D:
+                    out[u64(out_row + c) + u64(lane)] = store(
+                        acc[u64(r * W + c) + u64(lane)] * inv_l)
+            lse[u64(head) * u64(total_q) + u64(q_start + query)] = row_lse
+
+    return fmha_decode
+
+
+def decode_local_tiles(config: DecodeConfig):
+    """The local-memory scratch of one launch: q_rows, acc, kv_tile, probs, stats."""
+    W, R, N = config.tile_width, config.max_rows, config.lanes
+    return tuple(kapi.LocalAccessor(size, np.float32)
+                 for size in (R * W, R * W, N * W, R * N, 3 * R * N))
