@@ -10,9 +10,11 @@ from xetile.dtypes import STORAGE
 
 # The CPU runtime maps one sub-group to one AVX-512 register of 16 float lanes. 8 lanes
 # (one AVX2 register) keep the tiles of large head dims within local memory, and suit
-# problems with few rows per KV head (decode): there the 16-lane tile is mostly empty,
-# and 256-bit FMAs issue twice as often as 512-bit ones on this CPU (decode B8 Hq32
-# Hkv8 L4096: 15.5 vs 21.6 ms of CPU time; prefill keeps 16: 231 vs 310 ms).
+# problems with few rows per KV head: there the 16-lane tile is mostly empty, and
+# 256-bit FMAs issue twice as often as 512-bit ones on this CPU (decode B8 Hq32 Hkv8
+# L4096: 15.5 vs 21.6 ms of CPU time; prefill keeps 16: 231 vs 310 ms). Such problems
+# normally go to the decode kernel (fmha/decode.py); this kernel sees them only when the
+# decode kernel's tiles do not fit (D = 256 with 5 to 8 rows).
 SUB_GROUP_SIZES = (16, 8)
 # rows per KV head (queries x query heads per KV head) at or below which 8 lanes win
 FEW_ROWS = 8
