@@ -88,20 +88,18 @@ def main(argv=None):
             extra = f"{kv_bytes(problem) / seconds / 1e9:.1f} GB/s"
         rows.append((name, seconds * 1e3, extra))
 
-    seed, seed_problem = fmha_time(it, **SEED)
-    row("fmha seed (paged 128, causal, fp32)", seed, seed_problem)
-    torch_seed = torch_time(args.torch_python, it, **SEED)
-    if torch_seed:
-        row("torch seed (contiguous, bool mask)", torch_seed)
-        ratios["seed / torch (target <= 0.7)"] = seed / torch_seed
+    def versus_torch(label, target, **shape):
+        seconds, problem = fmha_time(it, **shape)
+        row(f"fmha {label}", seconds, problem)
+        baseline = torch_time(args.torch_python, it, **shape)
+        if baseline:
+            row(f"torch {label} (contiguous K/V, bool mask)", baseline)
+            ratios[f"{label} / torch (target <= {target})"] = seconds / baseline
+        return seconds
 
-    plain = dict(SEED, seq_len_kv_cache=0, use_paged_kv=False, is_causal=False)
-    t_plain, plain_problem = fmha_time(it, **plain)
-    row("fmha non-causal, no cache", t_plain, plain_problem)
-    torch_plain = torch_time(args.torch_python, it, **plain)
-    if torch_plain:
-        row("torch non-causal, no cache", torch_plain)
-        ratios["non-causal / torch (target <= 1.0)"] = t_plain / torch_plain
+    seed = versus_torch("seed (paged 128, causal, fp32)", 0.7, **SEED)
+    versus_torch("non-causal, no cache", 1.0,
+                 **dict(SEED, seq_len_kv_cache=0, use_paged_kv=False, is_causal=False))
 
     contiguous = dict(SEED, use_paged_kv=False)
     t_contig, _ = fmha_time(it, **contiguous)

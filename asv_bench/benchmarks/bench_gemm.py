@@ -19,7 +19,7 @@ from .common import best_seconds
 class Gemm:
     """C = A @ B, N x N float32, inputs already where each implementation computes."""
 
-    params = [["xetile", "numpy", "dpnp"], [512, 1024]]
+    params = [["xetile", "numpy", "dpnp"], [512, 1024, 2048]]
     param_names = ["impl", "n"]
     timeout = 300
     number = 1
