@@ -19,6 +19,10 @@ SUB_GROUP_SIZES = (16, 8)
 # rows per KV head (queries x query heads per KV head) at or below which 8 lanes win
 FEW_ROWS = 8
 BLOCK_N_CHOICES = (16, 8)
+# A work-group may own two tiles of block_m rows that share every staged K/V tile:
+# staging (a copy bound by store bandwidth, ~16% of prefill time) then costs half as
+# much per row.
+ROW_TILES_CHOICES = (2, 1)
 MAX_HEAD_DIM = 256
 # Local memory per work-group, as the device reports it. Exceeding it is not refused:
 # the kernel then silently computes garbage (seen with D=192 at 36 KiB).
@@ -36,26 +40,33 @@ class FmhaConfig:
     dtype : {"float32", "float16", "bfloat16"}
         Storage of q, k, v, caches and out (compute is float32).
     block_m : int
-        Rows (query, head) pairs per work-group = lanes of its one sub-group.
+        Rows (query, head) pairs per row tile = lanes of the work-group's one sub-group.
     block_n : int
         Keys per KV tile = scores per lane held in registers.
+    row_tiles : int
+        Row tiles per work-group; they take turns on each staged K/V tile.
     """
     head_dim: int
     dtype: str = "float32"
     block_m: int = SUB_GROUP_SIZES[0]
     block_n: int = BLOCK_N_CHOICES[0]
+    row_tiles: int = 1
 
     @classmethod
     def default(cls, head_dim: int, dtype: str = "float32",
-                rows_per_kv_head: int = FEW_ROWS + 1) -> "FmhaConfig":
-        """The largest tiles (16 x 16 first) whose local memory fits the budget; 8 rows
-        when no sequence has more than ``FEW_ROWS`` rows (``Sq * Hq / Hkv``) to fill."""
+                rows_per_kv_head: int = 1 << 30) -> "FmhaConfig":
+        """The largest tiles whose local memory fits the budget: 16 lanes before 8, two row
+        tiles before one (when there are rows to fill them), 16 keys before 8; 8 lanes
+        when no sequence has more than ``FEW_ROWS`` rows (``Sq * Hq / Hkv``)."""
         sizes = SUB_GROUP_SIZES if rows_per_kv_head > FEW_ROWS else SUB_GROUP_SIZES[1:]
         for block_m in sizes:
-            for block_n in BLOCK_N_CHOICES:
-                config = cls(head_dim, dtype, block_m, block_n)
-                if config.local_memory_bytes <= LOCAL_MEMORY_BUDGET:
-                    return config
+            for row_tiles in ROW_TILES_CHOICES:
+                if row_tiles > 1 and rows_per_kv_head <= block_m:
+                    continue
+                for block_n in BLOCK_N_CHOICES:
+                    config = cls(head_dim, dtype, block_m, block_n, row_tiles)
+                    if config.local_memory_bytes <= LOCAL_MEMORY_BUDGET:
+                        return config
         return cls(head_dim, dtype)  # too large: can_implement() says why
 
     @property
@@ -64,9 +75,14 @@ class FmhaConfig:
         return -(-self.head_dim // self.block_m) * self.block_m
 
     @property
+    def rows_per_group(self) -> int:
+        return self.block_m * self.row_tiles
+
+    @property
     def local_memory_bytes(self) -> int:
-        """Q tile + output accumulator (lane tiles) + one K/V row tile, float32."""
-        return 4 * self.tile_width * (2 * self.block_m + self.block_n)
+        """Output accumulators (lane tiles) + a K and a V row tile, float32. (The Q lane
+        tiles live in a global workspace: they would not fit beside them.)"""
+        return 4 * self.tile_width * (self.rows_per_group + 2 * self.block_n)
 
     def can_implement(self) -> None:
         """Raise ``ValueError`` if this configuration cannot be compiled."""
@@ -77,6 +93,9 @@ class FmhaConfig:
         if self.block_m not in SUB_GROUP_SIZES:
             raise ValueError(f"block_m: expected one of {SUB_GROUP_SIZES} (one row per "
                              f"lane of a sub-group), got {self.block_m}")
+        if self.row_tiles not in ROW_TILES_CHOICES:
+            raise ValueError(f"row_tiles: expected one of {ROW_TILES_CHOICES}, "
+                             f"got {self.row_tiles}")
         if self.block_n not in BLOCK_N_CHOICES:
             raise ValueError(f"block_n: expected one of {BLOCK_N_CHOICES}, got {self.block_n}")
         if self.local_memory_bytes > LOCAL_MEMORY_BUDGET:

@@ -11,7 +11,7 @@ from xetile.dtypes import reinterpret, storage
 
 from fmha.config import FmhaConfig
 from fmha.decode import DecodeConfig, decode_kernel, decode_local_tiles
-from fmha.kernel import SOURCE_FIELDS, WORK_FIELDS, attention_kernel, local_tiles
+from fmha.kernel import SOURCE_FIELDS, WORK_FIELDS, attention_kernel, scratch_tiles
 from fmha.seqlen_info import pack_seqlens
 
 LOG2E = 1.0 / math.log(2.0)
@@ -108,8 +108,8 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
         block_rows = decode.max_rows
     else:
         config = FmhaConfig.default(problem.head_dim, problem.dtype, rows)
-        make_kernel, scratch = attention_kernel, local_tiles(config)
-        block_rows = config.block_m
+        make_kernel, scratch = attention_kernel, None
+        block_rows = config.rows_per_group
     xp = _ArrayKind(problem.kind, q)
     B, Hq, Hkv, D = problem.batch, problem.num_heads_q, problem.num_heads_kv, problem.head_dim
     total_q = int(np.sum(problem.seqlens_q))
@@ -145,6 +145,8 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
     table_starts = np.arange(B, dtype=np.int64) * table.shape[1]
     seqlens = pack_seqlens(cu_q, cu_new, cache_lens, table_starts)
     work = _work_list(problem, block_rows)
+    if scratch is None:
+        scratch = scratch_tiles(config, len(work), xp.queue)
 
     out_flat = xp.empty(total_q * Hq * D, dev_dtype)
     lse_flat = xp.empty(max(Hq * total_q, 1), np.float32)

@@ -29,7 +29,7 @@ from numba import uint64 as u64
 from numba_dpex import kernel_api as kapi
 
 import xetile
-from xetile import mma, page_table, rowstats, tile
+from xetile import mma, page_table, rowstats, tile, workspace
 
 from fmha.block_info import make_block_range
 from fmha.config import FmhaConfig
@@ -49,6 +49,7 @@ def attention_kernel(config: FmhaConfig):
     """The compiled kernel for ``config`` (once per process)."""
     config.can_implement()
     M, N, D, W = config.block_m, config.block_n, config.head_dim, config.tile_width
+    R = config.row_tiles
     ops = tile.tile_ops(config.dtype, W, D, M)
     gather = page_table.gather_rows(ops, N)
     scores_of = mma.mma_abt(N, M)
@@ -58,23 +59,29 @@ def attention_kernel(config: FmhaConfig):
     softmax_update, softmax_finalize = make_softmax(N)
 
     @dpex.device_func
-    def attend_source(q_tile, acc, kv_tile, k_src, v_src, table, table_start, page_size,
-                      page_stride, row_stride, base, n_keys, first_pos, visible_end,
-                      unmasked_end, limit, m, l, lane):
-        """Fold the keys of one row source into (acc, m, l); returns (m, l)."""
+    def attend_source(q_tiles, q_base, acc, k_tile, v_tile, k_src, v_src, table,
+                      table_start, page_size, page_stride, row_stride, base, n_keys,
+                      first_pos, visible_end, unmasked_end, causal, first_row,
+                      heads_per_kv, q_len, kv_len, m, l, lane):
+        """Fold the keys of one row source into every row tile's (acc, m, l)."""
         n_unmasked, n_blocks = block_range(n_keys, first_pos, visible_end, unmasked_end)
         for block in range(n_blocks):
             first = block * N
-            gather(kv_tile, k_src, table, table_start, page_size, base, page_stride,
+            gather(k_tile, k_src, table, table_start, page_size, base, page_stride,
                    row_stride, first, n_keys, lane)
-            scores = scores_of(q_tile, 0, M, kv_tile, 0, W, 1, W, lane)
-            if block >= n_unmasked:
-                scores = mask(scores, first_pos + first, first_pos + n_keys, limit)
-            p, m, l, alpha = softmax_update(scores, m, l)
-            gather(kv_tile, v_src, table, table_start, page_size, base, page_stride,
+            gather(v_tile, v_src, table, table_start, page_size, base, page_stride,
                    row_stride, first, n_keys, lane)
-            accumulate(p, kv_tile, acc, alpha, lane)
-        return m, l
+            for t in range(R):  # the row tiles take turns on the staged K and V
+                scores = scores_of(q_tiles, q_base + t * W * M, M, k_tile, 0, W, 1, W, lane)
+                if block >= n_unmasked:
+                    query = (first_row + t * M + lane) // heads_per_kv
+                    scores = mask(scores, first_pos + first, first_pos + n_keys,
+                                  key_limit(causal, query, q_len, kv_len))
+                p, m_t, l_t, alpha = softmax_update(scores, m[t], l[t])
+                m[t] = m_t
+                l[t] = l_t
+                accumulate(p, v_tile, acc, t * W * M, alpha, lane)
+        return 0
 
     @xetile.kernel(sub_group_size=M)
     def fmha_forward(
@@ -91,9 +98,10 @@ def attention_kernel(config: FmhaConfig):
         sources,      # IN  int64 [2, SOURCE_FIELDS]  cache, new keys
         out,          # OUT [total_q * Hq * D]        storage dtype
         lse,          # OUT float32 [Hq * total_q]
-        q_tile,       # SCRATCH local float32 [W, M]  (lane tile)
-        acc,          # SCRATCH local float32 [W, M]  (lane tile)
-        kv_tile,      # SCRATCH local float32 [N, W]  (row tile)
+        q_tiles,      # SCRATCH global float32 [n_groups, R, W, M] (lane tiles)
+        acc,          # SCRATCH local float32 [R, W, M]  (lane tiles)
+        k_tile,       # SCRATCH local float32 [N, W]     (row tile)
+        v_tile,       # SCRATCH local float32 [N, W]     (row tile)
         num_heads_q,
         num_heads_kv,
         causal,
@@ -106,48 +114,58 @@ def attention_kernel(config: FmhaConfig):
         q_start, q_len, new_start, new_len, cache_len, table_start = seqlen_info(seqlens, b)
         kv_len = cache_len + new_len
         heads_per_kv = num_heads_q // num_heads_kv
+        q_base = group * R * W * M
+        total_q = lse.shape[0] // num_heads_q
 
-        # this lane's row: query `query` of head `head`
-        row = first_row + lane
-        query = row // heads_per_kv
-        head = kv_head * heads_per_kv + row % heads_per_kv
-        row_valid = query < q_len
-        q_row_start = ((q_start + query) * num_heads_q + head) * D
-        ops.load_lane_tile(q_tile, q, q_row_start, row_valid, scale_log2, lane)
-        ops.zero_lane_tile(acc, lane)
+        # row tile t, this lane: row first_row + t*M + lane = query `query` of head `head`
+        m = kapi.PrivateArray(R, numba.float32)
+        l = kapi.PrivateArray(R, numba.float32)
+        for t in range(R):
+            row = first_row + t * M + lane
+            query, head = row // heads_per_kv, kv_head * heads_per_kv + row % heads_per_kv
+            ops.load_lane_tile(q_tiles, q_base + t * W * M, q,
+                               ((q_start + query) * num_heads_q + head) * D, query < q_len,
+                               scale_log2, lane)
+            ops.zero_lane_tile(acc, t * W * M, lane)
+            m[t] = numba.float32(-np.inf)
+            l[t] = numba.float32(0.0)
 
-        last_row = min(first_row + M, q_len * heads_per_kv) - 1
+        last_row = min(first_row + R * M, q_len * heads_per_kv) - 1
         visible_end, unmasked_end = visible_ranges(
             causal, first_row // heads_per_kv, last_row // heads_per_kv, q_len, kv_len)
-        limit = key_limit(causal, query, q_len, kv_len)
-        m = numba.float32(-np.inf)
-        l = numba.float32(0.0)
 
         # phase 1: the cache, keys 0 .. cache_len-1
         page_size, page_stride, row_stride, head_stride = (sources[0], sources[1],
                                                            sources[2], sources[3])
-        m, l = attend_source(
-            q_tile, acc, kv_tile, k_cache, v_cache, page_table_, table_start, page_size,
-            page_stride, row_stride, kv_head * head_stride, cache_len, 0, visible_end,
-            unmasked_end, limit, m, l, lane)
+        attend_source(q_tiles, q_base, acc, k_tile, v_tile, k_cache, v_cache, page_table_,
+                      table_start, page_size, page_stride, row_stride,
+                      kv_head * head_stride, cache_len, 0, visible_end, unmasked_end,
+                      causal, first_row, heads_per_kv, q_len, kv_len, m, l, lane)
         # phase 2: the new keys, cache_len .. kv_len-1 (one page holding every row)
         page_size, page_stride, row_stride, head_stride = (sources[4], sources[5],
                                                            sources[6], sources[7])
-        m, l = attend_source(
-            q_tile, acc, kv_tile, k_new, v_new, one_page, 0, page_size, page_stride,
-            row_stride, new_start * row_stride + kv_head * head_stride, new_len, cache_len,
-            visible_end, unmasked_end, limit, m, l, lane)
+        attend_source(q_tiles, q_base, acc, k_tile, v_tile, k_new, v_new, one_page, 0,
+                      page_size, page_stride, row_stride,
+                      new_start * row_stride + kv_head * head_stride, new_len, cache_len,
+                      visible_end, unmasked_end, causal, first_row, heads_per_kv, q_len,
+                      kv_len, m, l, lane)
 
-        inv_l, row_lse = softmax_finalize(m, l)
-        ops.store_lane_tile(out, q_row_start, row_valid, acc, inv_l, lane)
-        if row_valid:
-            lse[u64(head) * u64(lse.shape[0] // num_heads_q) + u64(q_start + query)] = row_lse
+        for t in range(R):
+            row = first_row + t * M + lane
+            query, head = row // heads_per_kv, kv_head * heads_per_kv + row % heads_per_kv
+            inv_l, row_lse = softmax_finalize(m[t], l[t])
+            ops.store_lane_tile(out, ((q_start + query) * num_heads_q + head) * D,
+                                query < q_len, acc, t * W * M, inv_l, lane)
+            if query < q_len:
+                lse[u64(head) * u64(total_q) + u64(q_start + query)] = row_lse
 
     return fmha_forward
 
 
-def local_tiles(config: FmhaConfig):
-    """The three local-memory scratch tiles of one launch: q_tile, acc, kv_tile."""
-    W, M, N = config.tile_width, config.block_m, config.block_n
-    return (kapi.LocalAccessor(W * M, np.float32), kapi.LocalAccessor(W * M, np.float32),
-            kapi.LocalAccessor(N * W, np.float32))
+def scratch_tiles(config: FmhaConfig, n_groups: int, queue=None):
+    """The scratch of one launch: the Q lane tiles (a reused global workspace: they do
+    not fit in local memory beside the others), then acc, k_tile, v_tile (local)."""
+    W, M, N, R = config.tile_width, config.block_m, config.block_n, config.row_tiles
+    q_tiles = workspace.scratch("fmha.q_tiles", max(n_groups, 1) * R * W * M, queue=queue)
+    return (q_tiles, kapi.LocalAccessor(R * W * M, np.float32),
+            kapi.LocalAccessor(N * W, np.float32), kapi.LocalAccessor(N * W, np.float32))

@@ -130,18 +130,18 @@ def _mma_kernel(n, depth, lanes):
     @kernel(sub_group_size=lanes)
     def mma_check(item, a, b, scores, masked, c, stats, a_tile, b_tile, c_tile):
         lane = item.get_local_id(0)
-        ops.load_lane_tile(a_tile, a, lane * depth, True, 1.0, lane)
+        ops.load_lane_tile(a_tile, 0, a, lane * depth, True, 1.0, lane)
         for j in range(n):
             ops.stage_row(b_tile, j, b, j * depth, lane)
-        ops.zero_lane_tile(c_tile, lane)
+        ops.zero_lane_tile(c_tile, 0, lane)
         s = abt(a_tile, 0, lanes, b_tile, 0, depth, 1, depth, lane)
         store(scores, lane, lanes, s)
         m = mask(s, 3, n - 1, lane)       # column j is at 3 + j: seen if < n-1 and <= lane
         store(masked, lane, lanes, m)
         row_max = top(s, -np.inf)
         p, total = exp2_row(s, row_max)
-        ab(p, b_tile, c_tile, 0.5, lane)
-        ops.store_lane_tile(c, lane * depth, True, c_tile, 1.0, lane)
+        ab(p, b_tile, c_tile, 0, 0.5, lane)
+        ops.store_lane_tile(c, lane * depth, True, c_tile, 0, 1.0, lane)
         stats[lane * 2] = row_max
         stats[lane * 2 + 1] = total
     return mma_check

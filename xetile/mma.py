@@ -58,10 +58,11 @@ def mma_abt(n: int, lanes: int):
 
 @factory
 def mma_ab(n: int, depth: int, lanes: int):
-    """``mma_ab(p, b_tile, c_tile, alpha, lane)``: this lane's row of C = alpha·C + P·B."""
+    """``mma_ab(p, b_tile, c_tile, c_start, alpha, lane)``: this lane's row of
+    C = alpha·C + P·B, C the lane tile at ``c_start``."""
     chains = min(PV_CHAINS, n)
-    body = [f"def mma_ab(p, b_tile, c_tile, alpha, lane):",
-            f"    lane = u64(lane)"]
+    body = [f"def mma_ab(p, b_tile, c_tile, c_start, alpha, lane):",
+            f"    lane = u64(c_start) + u64(lane)"]
     body += [f"    p{j} = p[{j}]" for j in range(n)]
     body += [f"    for k in range({depth}):",
              f"        at = u64(k) * u64({lanes}) + lane",

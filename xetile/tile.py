@@ -31,9 +31,9 @@ from xetile.kernel import factory, kernel
 class TileOps(NamedTuple):
     stage_row: object         # (tile, tile_row, src, src_start, lane)
     zero_row: object          # (tile, tile_row, lane)
-    load_lane_tile: object    # (tile, src, row_start, row_valid, scale, lane)
-    zero_lane_tile: object    # (tile, lane)
-    store_lane_tile: object   # (dst, row_start, row_valid, tile, scale, lane)
+    load_lane_tile: object    # (tile, tile_start, src, row_start, row_valid, scale, lane)
+    zero_lane_tile: object    # (tile, tile_start, lane)
+    store_lane_tile: object   # (dst, row_start, row_valid, tile, tile_start, scale, lane)
 
 
 @factory
@@ -81,29 +81,31 @@ def tile_ops(dtype: str, width: int, valid: int, lanes: int) -> TileOps:
             tile[dst + u64(c0)] = numba.float32(0.0)
 
     @dpex.device_func
-    def load_lane_tile(tile, src, row_start, row_valid, scale, lane):
-        """Lane tile ``tile[c, lane] = scale * src[row_start + c]`` (0 where not valid).
-
-        ``row_start`` is this lane's own row: the loads are a gather, done once per tile.
+    def load_lane_tile(tile, tile_start, src, row_start, row_valid, scale, lane):
+        """Lane tile at ``tile_start``: ``[c, lane] = scale * src[row_start + c]`` (0 where
+        not valid). ``row_start`` is this lane's own row: a gather, done once per tile.
         """
+        at = u64(tile_start) + u64(lane)
         for c in range(width):
             x = numba.float32(0.0)
             if row_valid and c < valid:
                 x = load(src[u64(row_start) + u64(c)]) * scale
-            tile[u64(c) * u64(lanes) + u64(lane)] = x
+            tile[at + u64(c) * u64(lanes)] = x
 
     @dpex.device_func
-    def zero_lane_tile(tile, lane):
+    def zero_lane_tile(tile, tile_start, lane):
+        at = u64(tile_start) + u64(lane)
         for c in range(width):
-            tile[u64(c) * u64(lanes) + u64(lane)] = numba.float32(0.0)
+            tile[at + u64(c) * u64(lanes)] = numba.float32(0.0)
 
     @dpex.device_func
-    def store_lane_tile(dst, row_start, row_valid, tile, scale, lane):
-        """``dst[row_start + c] = scale * tile[c, lane]`` for this lane's valid row."""
+    def store_lane_tile(dst, row_start, row_valid, tile, tile_start, scale, lane):
+        """``dst[row_start + c] = scale * tile[c, lane]`` (the lane tile at
+        ``tile_start``) for this lane's valid row."""
         if row_valid:
+            at = u64(tile_start) + u64(lane)
             for c in range(valid):
-                dst[u64(row_start) + u64(c)] = store(
-                    tile[u64(c) * u64(lanes) + u64(lane)] * scale)
+                dst[u64(row_start) + u64(c)] = store(tile[at + u64(c) * u64(lanes)] * scale)
 
     return TileOps(stage_row, zero_row, load_lane_tile, zero_lane_tile, store_lane_tile)
 
