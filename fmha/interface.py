@@ -1,7 +1,9 @@
 """``fmha.attention``: the public entry point (host side: validate, lay out, launch)."""
 from __future__ import annotations
 
+import functools
 import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -100,20 +102,33 @@ def attention(q, k=None, v=None, *, k_cache=None, v_cache=None, cache_seqlens=No
     return _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out)
 
 
-def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
+class _Plan(NamedTuple):
+    """Which kernel runs a problem, and how it is launched."""
+    kernel: object          # the compiled kernel
+    lanes: int              # work-items per work-group (one sub-group)
+    rows_per_group: int     # rows (query, head) each work-group owns
+    scratch: Callable       # n_groups, queue -> the scratch arguments
+    reports_sub_group: bool  # takes a status word: uses sub-group collectives
+
+
+def _plan(problem) -> _Plan:
+    """The decode kernel when no sequence has more rows per KV head than it holds (the
+    lanes then split D); the prefill kernel (lane = row) otherwise."""
     rows = int(np.max(problem.seqlens_q, initial=0)) * problem.group_size
     decode = DecodeConfig.default(problem.head_dim, problem.dtype)
-    if rows <= decode.max_rows:   # few rows per KV head: lanes split D instead
-        config, make_kernel, scratch = decode, decode_kernel, decode_local_tiles(decode)
-        block_rows = decode.max_rows
-    else:
-        config = FmhaConfig.default(problem.head_dim, problem.dtype, rows)
-        make_kernel, scratch = attention_kernel, None
-        block_rows = config.rows_per_group
+    if rows <= decode.max_rows:
+        return _Plan(decode_kernel(decode), decode.lanes, decode.max_rows,
+                     lambda n_groups, queue: decode_local_tiles(decode), True)
+    config = FmhaConfig.default(problem.head_dim, problem.dtype, rows)
+    return _Plan(attention_kernel(config), config.block_m, config.rows_per_group,
+                 functools.partial(scratch_tiles, config), False)
+
+
+def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
+    plan = _plan(problem)
     xp = _ArrayKind(problem.kind, q)
     B, Hq, Hkv, D = problem.batch, problem.num_heads_q, problem.num_heads_kv, problem.head_dim
     total_q = int(np.sum(problem.seqlens_q))
-    total_new = int(np.sum(problem.seqlens_kv_new))
     dev_dtype = storage(problem.dtype).device_dtype
 
     q_flat = xp.flat(q, dev_dtype)
@@ -144,26 +159,21 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
     cu_new = np.concatenate([[0], np.cumsum(problem.seqlens_kv_new)])
     table_starts = np.arange(B, dtype=np.int64) * table.shape[1]
     seqlens = pack_seqlens(cu_q, cu_new, cache_lens, table_starts)
-    work = _work_list(problem, block_rows)
-    if scratch is None:
-        scratch = scratch_tiles(config, len(work), xp.queue)
+    work = _work_list(problem, plan.rows_per_group)
 
     out_flat = xp.empty(total_q * Hq * D, dev_dtype)
     lse_flat = xp.empty(max(Hq * total_q, 1), np.float32)
     if len(work):
-        if make_kernel is decode_kernel:
-            lanes, status = config.lanes, (xp.empty(1, np.int32),)
-        else:
-            lanes, status = config.block_m, ()   # no sub-group collectives
+        status = (xp.empty(1, np.int32),) if plan.reports_sub_group else ()
         xetile.launch(
-            make_kernel(config), (len(work) * lanes,), (lanes,),
+            plan.kernel, (len(work) * plan.lanes,), (plan.lanes,),
             q_flat, k_flat, v_flat, kc_flat, vc_flat, xp.device(table.reshape(-1)),
             xp.device(np.zeros(1, np.int32)), xp.device(seqlens.reshape(-1)),
             xp.device(work.reshape(-1)), xp.device(sources), out_flat, lse_flat, *status,
-            *scratch, Hq, Hkv, int(bool(problem.causal)),
+            *plan.scratch(len(work), xp.queue), Hq, Hkv, int(bool(problem.causal)),
             np.float32(problem.softmax_scale * LOG2E))
         if status:
-            check_sub_group_size(status[0], lanes, "fmha_decode")
+            check_sub_group_size(status[0], plan.lanes, "fmha_decode")
 
     result = xp.result(out_flat, q, problem.dtype, out)
     if not return_lse:

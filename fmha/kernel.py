@@ -5,14 +5,16 @@ Work decomposition (FlashAttention-2's, with GQA packing):
 * For sequence b and KV head hk, the *rows* are the (query, head) pairs that share hk:
   row ``r = i * G + g`` is query i of head ``hk * G + g`` (G = Hq / Hkv). Packing the G
   heads of a group into one tile makes every K/V tile serve G heads at once.
-* A work-group is one sub-group of ``block_m`` lanes and owns ``block_m`` consecutive
-  rows; **lane = row**. Its Q rows (scaled by ``softmax_scale * log2 e``) and its output
-  accumulator live in lane tiles of local memory (:mod:`xetile.tile`).
+* A work-group is one sub-group of ``block_m`` lanes and owns ``row_tiles`` tiles of
+  ``block_m`` consecutive rows; **lane = row** (of each tile). Its Q rows (scaled by
+  ``softmax_scale * log2 e``) live in lane tiles of a global workspace, its output
+  accumulators in lane tiles of local memory (:mod:`xetile.tile`).
 * It walks KV tiles of ``block_n`` keys: phase 1 the cache (through the page table, or
   the contiguous cache seen as one page per sequence), phase 2 the new keys. Each tile is
   gathered once into a local row tile (which also converts 16-bit storage to float32,
-  zero-fills rows past the end and de-aliases the 4 KiB key pitch of NHD layouts), then
-  ``S = Q Kᵀ`` (registers), online softmax, ``O = alpha O + P V``.
+  zero-fills rows past the end and de-aliases the 4 KiB key pitch of NHD layouts), then,
+  for each row tile in turn, ``S = Q Kᵀ`` (registers), online softmax,
+  ``O = alpha O + P V``.
 * Per phase, tiles that every row sees in full run without a mask; boundary and
   causal-diagonal tiles run with one; tiles no row sees are skipped
   (:mod:`fmha.block_info`).

@@ -10,6 +10,7 @@ Modules, one idea each:
 * :mod:`xetile.page_table`- the (sequence, token) -> row mapping of a paged pool
 * :mod:`xetile.mma`       - the emulated sub-group matrix multiply (no matrix unit here)
 * :mod:`xetile.rowstats`  - row max / sum / rescale for online softmax
+* :mod:`xetile.workspace` - reusable device scratch (fresh memory page-faults)
 * :mod:`xetile.gemm`      - a GEMM written with all of the above (its first user)
 
 Importing xetile configures the runtime, so import it before dpctl or dpnp.
