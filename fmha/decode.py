@@ -124,13 +124,13 @@ def decode_kernel(config: DecodeConfig):
                 stats[at] = m_new
                 stats[at + u64(2 * N)] = alpha
                 probs[u64(r * N) + u64(lane)] = p
-            # subgroup.barrier()  # probs written lane by lane, read by every lane below
+            subgroup.barrier()  # probs are written lane by lane and read by every lane
             gather(kv_tile, v_src, table, table_start, page_size, base, page_stride,
                    row_stride, first, n_keys, lane)
             for r in range(rows):
                 alpha = stats[u64((3 * r + 2) * N) + u64(lane)]
                 accumulate(probs, r * N, kv_tile, acc, r * W, alpha, lane)
-            # subgroup.barrier()
+            subgroup.barrier()  # before the next tile's probs overwrite these
         return 0
 
     @xetile.kernel(sub_group_size=N)
