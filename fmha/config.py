@@ -8,16 +8,9 @@ from dataclasses import dataclass
 
 from xetile.dtypes import STORAGE
 
-# The CPU runtime maps one sub-group to one AVX-512 register of 16 float lanes. 8 lanes
-# (one AVX2 register) keep the tiles of large head dims within local memory, and suit
-# problems with few rows per KV head: there the 16-lane tile is mostly empty, and
-# 256-bit FMAs issue twice as often as 512-bit ones on this CPU (decode B8 Hq32 Hkv8
-# L4096: 15.5 vs 21.6 ms of CPU time; prefill keeps 16: 231 vs 310 ms). Such problems
-# normally go to the decode kernel (fmha/decode.py); this kernel sees them only when the
-# decode kernel's tiles do not fit (D = 256 with 5 to 8 rows).
+# The CPU runtime maps one sub-group to one AVX-512 register of 16 float lanes; 8 lanes
+# (one AVX2 register) are what prefill falls back to only if 16 cannot fit.
 SUB_GROUP_SIZES = (16, 8)
-# rows per KV head (queries x query heads per KV head) at or below which 8 lanes win
-FEW_ROWS = 8
 BLOCK_N_CHOICES = (16, 8)
 # A work-group may own two tiles of block_m rows that share every staged K/V tile:
 # staging (a copy bound by store bandwidth, ~16% of prefill time) then costs half as
@@ -55,15 +48,22 @@ class FmhaConfig:
     @classmethod
     def default(cls, head_dim: int, dtype: str = "float32",
                 rows_per_kv_head: int = 1 << 30) -> "FmhaConfig":
-        """The largest tiles whose local memory fits the budget: 16 lanes before 8, two row
-        tiles before one (when there are rows to fill them), 16 keys before 8; 8 lanes
-        when no sequence has more than ``FEW_ROWS`` rows (``Sq * Hq / Hkv``)."""
-        sizes = SUB_GROUP_SIZES if rows_per_kv_head > FEW_ROWS else SUB_GROUP_SIZES[1:]
-        for block_m in sizes:
-            for row_tiles in ROW_TILES_CHOICES:
-                if row_tiles > 1 and rows_per_kv_head <= block_m:
-                    continue
-                for block_n in BLOCK_N_CHOICES:
+        """The largest tiles whose local memory fits the budget.
+
+        ``block_n`` (keys per tile) is chosen first and from ``head_dim`` alone: it sets
+        the order of every sum, so a row's result must not depend on anything else
+        (batch invariance). Then 16 lanes before 8, and two row tiles when there are
+        more than ``block_m`` rows (``Sq * Hq / Hkv``) to fill them: neither changes any
+        row's arithmetic.
+        """
+        for block_n in BLOCK_N_CHOICES:
+            if cls(head_dim, dtype, SUB_GROUP_SIZES[0], block_n).local_memory_bytes \
+                    > LOCAL_MEMORY_BUDGET:
+                continue
+            for block_m in SUB_GROUP_SIZES:
+                for row_tiles in ROW_TILES_CHOICES:
+                    if row_tiles > 1 and rows_per_kv_head <= block_m:
+                        continue
                     config = cls(head_dim, dtype, block_m, block_n, row_tiles)
                     if config.local_memory_bytes <= LOCAL_MEMORY_BUDGET:
                         return config

@@ -111,21 +111,28 @@ class _Plan(NamedTuple):
     reports_sub_group: bool  # takes a status word: uses sub-group collectives
 
 
-def _plan(problem) -> _Plan:
-    """The decode kernel when no sequence has more rows per KV head than it holds (the
-    lanes then split D); the prefill kernel (lane = row) otherwise."""
-    rows = int(np.max(problem.seqlens_q, initial=0)) * problem.group_size
+def _plans(problem):
+    """``[(plan, sequences)]``: the decode kernel (lanes split D) for the sequences with
+    at most ``DecodeConfig.max_rows`` rows per KV head, the prefill kernel (lane = row)
+    for the others. The choice is per sequence, and the key tile depends on D alone, so
+    a sequence gets the same bits alone or in any batch."""
+    rows = np.asarray(problem.seqlens_q, dtype=np.int64) * problem.group_size
     decode = DecodeConfig.default(problem.head_dim, problem.dtype)
-    if rows <= decode.max_rows:
-        return _Plan(decode_kernel(decode), decode.lanes, decode.max_rows,
-                     lambda n_groups, queue: decode_local_tiles(decode), True)
-    config = FmhaConfig.default(problem.head_dim, problem.dtype, rows)
-    return _Plan(attention_kernel(config), config.block_m, config.rows_per_group,
-                 functools.partial(scratch_tiles, config), False)
+    short = rows <= decode.max_rows
+    plans = []
+    if short.any():
+        plans.append((_Plan(decode_kernel(decode), decode.lanes, decode.max_rows,
+                            lambda n_groups, queue: decode_local_tiles(decode), True),
+                      np.flatnonzero(short)))
+    if not short.all():
+        config = FmhaConfig.default(problem.head_dim, problem.dtype, int(rows.max()))
+        plans.append((_Plan(attention_kernel(config), config.block_m,
+                            config.rows_per_group, functools.partial(scratch_tiles, config),
+                            False), np.flatnonzero(~short)))
+    return plans
 
 
 def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
-    plan = _plan(problem)
     xp = _ArrayKind(problem.kind, q)
     B, Hq, Hkv, D = problem.batch, problem.num_heads_q, problem.num_heads_kv, problem.head_dim
     total_q = int(np.sum(problem.seqlens_q))
@@ -159,16 +166,17 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
     cu_new = np.concatenate([[0], np.cumsum(problem.seqlens_kv_new)])
     table_starts = np.arange(B, dtype=np.int64) * table.shape[1]
     seqlens = pack_seqlens(cu_q, cu_new, cache_lens, table_starts)
-    work = _work_list(problem, plan.rows_per_group)
-
     out_flat = xp.empty(total_q * Hq * D, dev_dtype)
     lse_flat = xp.empty(max(Hq * total_q, 1), np.float32)
-    if len(work):
+    inputs = (q_flat, k_flat, v_flat, kc_flat, vc_flat, xp.device(table.reshape(-1)),
+              xp.device(np.zeros(1, np.int32)), xp.device(seqlens.reshape(-1)))
+    for plan, sequences in _plans(problem):
+        work = _work_list(problem, plan.rows_per_group, sequences)
+        if not len(work):
+            continue
         status = (xp.empty(1, np.int32),) if plan.reports_sub_group else ()
         xetile.launch(
-            plan.kernel, (len(work) * plan.lanes,), (plan.lanes,),
-            q_flat, k_flat, v_flat, kc_flat, vc_flat, xp.device(table.reshape(-1)),
-            xp.device(np.zeros(1, np.int32)), xp.device(seqlens.reshape(-1)),
+            plan.kernel, (len(work) * plan.lanes,), (plan.lanes,), *inputs,
             xp.device(work.reshape(-1)), xp.device(sources), out_flat, lse_flat, *status,
             *plan.scratch(len(work), xp.queue), Hq, Hkv, int(bool(problem.causal)),
             np.float32(problem.softmax_scale * LOG2E))
@@ -192,9 +200,9 @@ def _cache_geometry(kv_layout, page_size, num_heads_kv, head_dim):
     return page_size, page_stride, head_dim, page_size * head_dim  # [pages, Hkv, ps, D]
 
 
-def _work_list(problem, block_rows):
+def _work_list(problem, block_rows, sequences):
     """int64 ``[n_groups, WORK_FIELDS]``: (sequence, KV head, first row) per work-group
-    of ``block_rows`` rows.
+    of ``block_rows`` rows, for the given sequences.
 
     Work-groups of one (sequence, KV head) are consecutive, so the K/V tiles they all
     read stay in the shared cache; within them the rows go last to first, so the causal
@@ -203,7 +211,7 @@ def _work_list(problem, block_rows):
     """
     G = problem.num_heads_q // problem.num_heads_kv
     items = [(b, hk, first_row)
-             for b in range(problem.batch)
+             for b in sequences
              for hk in range(problem.num_heads_kv)
              for first_row in reversed(range(0, int(problem.seqlens_q[b]) * G,
                                              block_rows))]

@@ -341,3 +341,20 @@ def test_single_key_single_query():
     expected_lse = scale * float(np.dot(kw["q"][0, 0, 0].astype(np.float64),
                                         kw["k"][0, 0, 0].astype(np.float64)))
     assert lse[0, 0, 0] == pytest.approx(expected_lse, abs=1e-5)
+
+
+@pytest.mark.parametrize("head_dim", [64, 160])
+def test_batch_invariant_across_kernels(head_dim):
+    """A decode-sized sequence (one query: the decode kernel when alone) batched with a
+    long one (the prefill kernel) must give the same bits: the kernel and its key tile
+    depend on each sequence's own shape and on D, never on the rest of the batch."""
+    kw = make_problem(batch=3, seqlens_q=[1, 40, 2], seqlens_kv=[5, 9, 1],
+                      cache_seqlens=[33, 7, 18], num_heads_q=8, num_heads_kv=2,
+                      head_dim=head_dim, varlen=True, paged=True, page_size=5,
+                      causal=True, seed=11)
+    out, lse = run(kw)
+    for b in range(3):
+        one_out, one_lse = run(take_sequence(kw, b))
+        out_rows, lse_rows = sequence_rows(kw, b)
+        assert_same_bits(out[out_rows], one_out, f"out of sequence {b}")
+        assert_same_bits(lse[lse_rows], one_lse, f"lse of sequence {b}")
