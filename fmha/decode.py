@@ -36,7 +36,8 @@ from fmha.config import LOCAL_MEMORY_BUDGET, MAX_HEAD_DIM
 from fmha.kernel import SOURCE_FIELDS, WORK_FIELDS
 from fmha.mask import key_limit, visible_ranges
 from fmha.seqlen_info import seqlen_info
-from fmha.softmax import LN2, NEG_INF
+from fmha.softmax import NEG_INF
+from fmha.softmax import finalize as softmax_finalize
 
 DECODE_LANES = 16      # = keys per tile (the transpose-reduce maps key j to lane j)
 DECODE_MAX_ROWS = 8    # rows (queries x heads per KV head) one work-group holds
@@ -187,11 +188,7 @@ def decode_kernel(config: DecodeConfig):
             head = kv_head * heads_per_kv + r % heads_per_kv
             m = stats[u64(3 * r * N) + u64(lane)]
             l = stats[u64((3 * r + 1) * N) + u64(lane)]
-            inv_l = numba.float32(0.0)
-            row_lse = NEG_INF
-            if l > numba.float32(0.0):
-                inv_l = numba.float32(1.0) / l
-                row_lse = m * numba.float32(LN2) + fastmath.log2(l) * numba.float32(LN2)
+            inv_l, row_lse = softmax_finalize(m, l)
             out_row = ((q_start + query) * num_heads_q + head) * D
             for c in range(0, W, N):
                 if c + lane < D:

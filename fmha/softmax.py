@@ -36,14 +36,15 @@ def make_softmax(block_n: int):
         p, p_sum = tile_exp2(scores, shift)
         return p, m_new, l * alpha + p_sum, alpha
 
-    @dpex.device_func
-    def finalize(m, l):
-        """``(1 / l, lse)``: the output scale and the natural-log log-sum-exp.
-
-        A row that saw no key (l = 0) gets scale 0 (output 0) and lse -inf.
-        """
-        if l > numba.float32(0.0):
-            return numba.float32(1.0) / l, m * numba.float32(LN2) + math.log(l)
-        return numba.float32(0.0), NEG_INF
-
     return update, finalize
+
+
+@dpex.device_func
+def finalize(m, l):
+    """``(1 / l, lse)``: the output scale and the natural-log log-sum-exp.
+
+    A row that saw no key (l = 0) gets scale 0 (output 0) and lse -inf.
+    """
+    if l > numba.float32(0.0):
+        return numba.float32(1.0) / l, m * numba.float32(LN2) + math.log(l)
+    return numba.float32(0.0), NEG_INF

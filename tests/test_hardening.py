@@ -225,6 +225,16 @@ def test_bitwise_deterministic(device):
     assert_same_bits(first[1], second[1], "lse")
 
 
+def assert_each_sequence_alone_matches(kw):
+    """Every sequence of the batch ``kw``, run alone, gives the bits it got in the batch."""
+    out, lse = run(kw)
+    for b in range(len(kw["cache_seqlens"])):
+        one_out, one_lse = run(take_sequence(kw, b))
+        out_rows, lse_rows = sequence_rows(kw, b)
+        assert_same_bits(out[out_rows], one_out, f"out of sequence {b}")
+        assert_same_bits(lse[lse_rows], one_lse, f"lse of sequence {b}")
+
+
 @pytest.mark.parametrize("paged", [False, True])
 @pytest.mark.parametrize("varlen", [False, True])
 def test_batch_invariant(paged, varlen):
@@ -233,12 +243,7 @@ def test_batch_invariant(paged, varlen):
     kw = make_problem(batch=4, **lengths, cache_seqlens=[20, 0, 5, 41], num_heads_q=8,
                       num_heads_kv=2, head_dim=D, varlen=varlen, paged=paged, page_size=6,
                       dtype="float16", causal=True, seed=10)
-    out, lse = run(kw)
-    for b in range(4):
-        one_out, one_lse = run(take_sequence(kw, b))
-        out_rows, lse_rows = sequence_rows(kw, b)
-        assert_same_bits(out[out_rows], one_out, f"out of sequence {b}")
-        assert_same_bits(lse[lse_rows], one_lse, f"lse of sequence {b}")
+    assert_each_sequence_alone_matches(kw)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
@@ -352,9 +357,4 @@ def test_batch_invariant_across_kernels(head_dim):
                       cache_seqlens=[33, 7, 18], num_heads_q=8, num_heads_kv=2,
                       head_dim=head_dim, varlen=True, paged=True, page_size=5,
                       causal=True, seed=11)
-    out, lse = run(kw)
-    for b in range(3):
-        one_out, one_lse = run(take_sequence(kw, b))
-        out_rows, lse_rows = sequence_rows(kw, b)
-        assert_same_bits(out[out_rows], one_out, f"out of sequence {b}")
-        assert_same_bits(lse[lse_rows], one_lse, f"lse of sequence {b}")
+    assert_each_sequence_alone_matches(kw)
