@@ -6,16 +6,20 @@ would idle while every key still costs ``2 * D`` vector instructions. Here:
 
 * a work-group is one sub-group of ``lanes`` work-items and owns **every** row of one
   (sequence, KV head), at most ``max_rows`` of them;
-* for each tile of ``lanes`` keys, gathered into local memory as in prefill (through the
-  page table, converted to float32, zero past the end), and each row in turn:
+* for each tile of ``lanes`` keys, read where they lie (through the page table:
+  :func:`xetile.page_table.row_starts`, each lane reading its slice of D, converted to
+  float32 as it is loaded), and each row in turn:
   ``S = q Kᵀ`` with the lanes splitting D (:func:`xetile.mma.vec_mat_t`: partial
   products, then a butterfly transpose-reduce that leaves key ``j``'s score in lane
   ``j``); online softmax over the lanes (two sub-group reductions per row and tile);
   ``O = alpha O + P V`` with the lanes splitting D (:func:`xetile.mma.vec_mat`).
 
 A key then costs about ``2 * D / lanes`` vector instructions per row instead of
-``2 * D`` per 16 rows: 2.5x fewer for 4 rows. Masking, block ranges, the two phases
-(cache, then new keys) and the output are the same as in prefill, from the same modules.
+``2 * D`` per 16 rows: 2.5x fewer for 4 rows. Decode reads every K/V element once per
+row from L1 and once from memory, so it is bound by streaming K/V: unlike prefill it
+does not stage tiles into local memory (the copy had cost more than the arithmetic).
+Masking, block ranges, the two phases (cache, then new keys) and the output are the
+same as in prefill, from the same modules.
 """
 from __future__ import annotations
 
@@ -70,9 +74,9 @@ class DecodeConfig:
 
     @property
     def local_memory_bytes(self) -> int:
-        """q rows + accumulators + one K/V tile + probabilities and statistics."""
+        """q rows + accumulators + probabilities and statistics."""
         W, R, N = self.tile_width, self.max_rows, self.lanes
-        return 4 * (2 * R * W + N * W + R * N + 3 * R * N)
+        return 4 * (2 * R * W + R * N + 3 * R * N)
 
     def can_implement(self) -> None:
         if not 1 <= self.head_dim <= MAX_HEAD_DIM:
@@ -89,16 +93,15 @@ def decode_kernel(config: DecodeConfig):
     """The compiled decode kernel for ``config`` (once per process)."""
     config.can_implement()
     N, D, W, R = config.lanes, config.head_dim, config.tile_width, config.max_rows
-    ops = tile.tile_ops(config.dtype, W, D, N)
-    gather = page_table.gather_rows(ops, N)
-    scores_of = mma.vec_mat_t(N, config.chunks, N)
-    accumulate = mma.vec_mat(N, config.chunks, N)
+    load = tile.tile_ops(config.dtype, W, D, N).stage_row
+    key_rows = page_table.row_starts(N)
+    scores_of = mma.vec_mat_t(N, config.chunks, N, config.dtype, D)
+    accumulate = mma.vec_mat(N, config.chunks, N, config.dtype, D)
     block_range = make_block_range(N)
-    load = ops.stage_row
     store = STORAGE[config.dtype].store
 
     @dpex.device_func
-    def attend_source(q_rows, acc, kv_tile, probs, stats, k_src, v_src, table, table_start,
+    def attend_source(q_rows, acc, probs, stats, k_src, v_src, table, table_start,
                       page_size, page_stride, row_stride, base, n_keys, first_pos,
                       visible_end, unmasked_end, rows, heads_per_kv, causal, q_len, kv_len,
                       lane):
@@ -106,11 +109,11 @@ def decode_kernel(config: DecodeConfig):
         n_unmasked, n_blocks = block_range(n_keys, first_pos, visible_end, unmasked_end)
         for block in range(n_blocks):
             first = block * N
-            gather(kv_tile, k_src, table, table_start, page_size, base, page_stride,
-                   row_stride, first, n_keys, lane)
+            keys = key_rows(table, table_start, page_size, base, page_stride, row_stride,
+                            first, n_keys)
             key = first_pos + first + lane
             for r in range(rows):
-                s = scores_of(q_rows, r * W, kv_tile, lane)
+                s = scores_of(q_rows, r * W, k_src, keys, lane)
                 if block >= n_unmasked:
                     limit = key_limit(causal, r // heads_per_kv, q_len, kv_len)
                     seen = key < first_pos + n_keys and key <= limit
@@ -126,11 +129,9 @@ def decode_kernel(config: DecodeConfig):
                 stats[at + u64(2 * N)] = alpha
                 probs[u64(r * N) + u64(lane)] = p
             subgroup.barrier()  # probs are written lane by lane and read by every lane
-            gather(kv_tile, v_src, table, table_start, page_size, base, page_stride,
-                   row_stride, first, n_keys, lane)
             for r in range(rows):
                 alpha = stats[u64((3 * r + 2) * N) + u64(lane)]
-                accumulate(probs, r * N, kv_tile, acc, r * W, alpha, lane)
+                accumulate(probs, r * N, v_src, keys, acc, r * W, alpha, lane)
             subgroup.barrier()  # before the next tile's probs overwrite these
         return 0
 
@@ -142,7 +143,6 @@ def decode_kernel(config: DecodeConfig):
         status,       # OUT int32 [1]: the sub-group size the kernel ran with
         q_rows,       # SCRATCH local float32 [R, W]
         acc,          # SCRATCH local float32 [R, W]
-        kv_tile,      # SCRATCH local float32 [N, W]
         probs,        # SCRATCH local float32 [R, N]
         stats,        # SCRATCH local float32 [R, 3, N]: running max, running sum, alpha
                       # (each lane keeps its own copy: a math call on a value loaded
@@ -170,11 +170,11 @@ def decode_kernel(config: DecodeConfig):
             stats[u64((3 * r + 1) * N) + u64(lane)] = numba.float32(0.0)
         visible_end, unmasked_end = visible_ranges(causal, 0, q_len - 1, q_len, kv_len)
 
-        attend_source(q_rows, acc, kv_tile, probs, stats, k_cache, v_cache, page_table_,
+        attend_source(q_rows, acc, probs, stats, k_cache, v_cache, page_table_,
                       table_start, sources[0], sources[1], sources[2],
                       kv_head * sources[3], cache_len, 0, visible_end, unmasked_end, rows,
                       heads_per_kv, causal, q_len, kv_len, lane)
-        attend_source(q_rows, acc, kv_tile, probs, stats, k_new, v_new, one_page, 0,
+        attend_source(q_rows, acc, probs, stats, k_new, v_new, one_page, 0,
                       sources[SOURCE_FIELDS], sources[SOURCE_FIELDS + 1],
                       sources[SOURCE_FIELDS + 2],
                       new_start * sources[SOURCE_FIELDS + 2]
@@ -200,7 +200,7 @@ def decode_kernel(config: DecodeConfig):
 
 
 def decode_local_tiles(config: DecodeConfig):
-    """The local-memory scratch of one launch: q_rows, acc, kv_tile, probs, stats."""
+    """The local-memory scratch of one launch: q_rows, acc, probs, stats."""
     W, R, N = config.tile_width, config.max_rows, config.lanes
     return tuple(kapi.LocalAccessor(size, np.float32)
-                 for size in (R * W, R * W, N * W, R * N, 3 * R * N))
+                 for size in (R * W, R * W, R * N, 3 * R * N))

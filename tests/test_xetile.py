@@ -201,37 +201,41 @@ def test_gemm_dpnp_in_dpnp_out_and_errors():
 
 
 @factory
-def _vec_kernel(chunks, lanes):
-    width = chunks * lanes
-    ops = tile.tile_ops("float32", width, width, lanes)
-    dot_rows, axpy_rows = mma.vec_mat_t(lanes, chunks, lanes), mma.vec_mat(lanes, chunks, lanes)
+def _vec_kernel(chunks, lanes, valid):
+    dot_rows = mma.vec_mat_t(lanes, chunks, lanes, "float32", valid)
+    axpy_rows = mma.vec_mat(lanes, chunks, lanes, "float32", valid)
+    rows_of = page_table.row_starts(lanes)
 
     @kernel(sub_group_size=lanes)
-    def vec_check(item, a, b, p, c, scores, b_tile):
+    def vec_check(item, a, b, table, p, c, scores):
         lane = item.get_local_id(0)
-        for j in range(lanes):
-            ops.stage_row(b_tile, j, b, j * width, lane)
-        scores[lane] = dot_rows(a, 0, b_tile, lane)
-        axpy_rows(p, 0, b_tile, c, 0, 0.5, lane)
+        # B's rows are `valid` apart in b, through a one-page table (page_size = lanes)
+        rows = rows_of(table, 0, lanes, 0, 0, valid, 0, lanes)
+        scores[lane] = dot_rows(a, 0, b, rows, lane)
+        axpy_rows(p, 0, b, rows, c, 0, 0.5, lane)
     return vec_check
 
 
 @pytest.mark.parametrize("lanes", LANE_COUNTS)
-@pytest.mark.parametrize("chunks", [1, 3, 8])
-def test_vector_forms_transpose_reduce_and_axpy(lanes, chunks):
-    """vec_mat_t leaves row j's dot product in lane j; vec_mat is c = alpha c + p B."""
+@pytest.mark.parametrize("chunks, pad", [(1, 0), (3, 0), (8, 0), (3, 5), (1, 7)])
+def test_vector_forms_transpose_reduce_and_axpy(lanes, chunks, pad):
+    """vec_mat_t leaves row j's dot product in lane j; vec_mat is c = alpha c + p B;
+    B read in place (rows `valid` long, no padding in memory), ragged widths too."""
     rng = np.random.default_rng(chunks)
     width = chunks * lanes
+    valid = width - pad
     a = rng.standard_normal(width).astype(np.float32)
-    b = rng.standard_normal((lanes, width)).astype(np.float32)
+    a[valid:] = 0.0   # the row of A is padded with zeros, as decode's q rows are
+    b = rng.standard_normal((lanes, valid)).astype(np.float32)
     p = rng.standard_normal(lanes).astype(np.float32)
     c0 = rng.standard_normal(width).astype(np.float32)
     c = dpnp.asarray(c0)
     scores = dpnp.zeros(lanes, dtype=np.float32)
-    launch(_vec_kernel(chunks, lanes), (lanes,), (lanes,), dpnp.asarray(a),
-           dpnp.asarray(b.ravel()), dpnp.asarray(p), c, scores,
-           kapi.LocalAccessor(lanes * width, np.float32))
-    np.testing.assert_allclose(dpnp.asnumpy(scores), b.astype(np.float64) @ a,
+    launch(_vec_kernel(chunks, lanes, valid), (lanes,), (lanes,), dpnp.asarray(a),
+           dpnp.asarray(b.ravel()), dpnp.asarray(np.zeros(1, np.int32)), dpnp.asarray(p),
+           c, scores)
+    np.testing.assert_allclose(dpnp.asnumpy(scores), b.astype(np.float64) @ a[:valid],
                                rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(dpnp.asnumpy(c), 0.5 * c0 + p.astype(np.float64) @ b,
+    np.testing.assert_allclose(dpnp.asnumpy(c)[:valid],
+                               0.5 * c0[:valid] + p.astype(np.float64) @ b,
                                rtol=1e-5, atol=1e-5)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numba_dpex as dpex
 from numba import uint64 as u64
 
+from xetile._codegen import device_function, names
 from xetile.kernel import factory
 from xetile.tile import TileOps
 
@@ -84,3 +85,28 @@ def gather_rows(ops: TileOps, rows: int):
             else:
                 zero_row(tile, j, lane)
     return gather
+
+
+@factory
+def row_starts(rows: int):
+    """``row_starts(table, table_start, page_size, base, page_stride, row_stride, first,
+    end) -> (start_0, ..., start_{rows-1})``: the element offset of rows ``first + j``
+    of a row source, for reading them in place (:func:`xetile.mma.vec_mat_t`).
+
+    Needs ``first < end``. Rows at or past ``end`` get row ``first``'s offset: a caller
+    that masks them still reads only valid rows, and the table is never read past the
+    pages that hold valid rows. The same for every lane (sub-group uniform).
+    """
+    body = ["def row_starts(table, table_start, page_size, base, page_stride, row_stride,",
+            "               first, end):",
+            "    slot, offset, page = row_cursor(table, table_start, page_size, first)",
+            "    s0 = row_start(base, page, offset, page_stride, row_stride)"]
+    for j in range(1, rows):
+        body += [f"    s{j} = s0",
+                 f"    if first + {j} < end:",
+                 "        slot, offset, page = next_row(table, table_start, page_size,",
+                 "                                      slot, offset, page)",
+                 f"        s{j} = row_start(base, page, offset, page_stride, row_stride)"]
+    body.append(f"    return ({names('s', rows)},)")
+    namespace = {"row_cursor": row_cursor, "next_row": next_row, "row_start": row_start}
+    return device_function("\n".join(body), "row_starts", namespace)
