@@ -8,6 +8,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 import xetile
+from xetile import workspace
 from xetile.kernel import check_sub_group_size
 from xetile.dtypes import reinterpret, storage
 
@@ -139,24 +140,22 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
     dev_dtype = storage(problem.dtype).device_dtype
 
     q_flat = xp.flat(q, dev_dtype)
-    if k is not None:
-        k_flat, v_flat = xp.flat(k, dev_dtype), xp.flat(v, dev_dtype)
-    else:
-        k_flat = v_flat = xp.device(np.zeros(1, dev_dtype))
+    absent = xp.scratch("fmha.absent", 1, dev_dtype)  # never read: its length is 0
+    k_flat, v_flat = ((xp.flat(k, dev_dtype), xp.flat(v, dev_dtype)) if k is not None
+                      else (absent, absent))
 
-    cache_lens = np.asarray(problem.cache_seqlens, dtype=np.int64)
     if k_cache is not None:
         kc_flat, vc_flat = xp.flat(k_cache, dev_dtype), xp.flat(v_cache, dev_dtype)
         if problem.paged:
-            table = xp.host(page_table).astype(np.int32)
+            table = problem.page_table  # validated, on the host
             page_size = problem.page_size
         else:  # a contiguous cache is a pool with one page per sequence
-            table = np.arange(B, dtype=np.int32)[:, None]
+            table = np.arange(B, dtype=np.int64)[:, None]
             page_size = int(k_cache.shape[2] if problem.kv_layout == "HND" else k_cache.shape[1])
         cache_geometry = _cache_geometry(problem.kv_layout, page_size, Hkv, D)
     else:
-        kc_flat = vc_flat = xp.device(np.zeros(1, dev_dtype))
-        table = np.zeros((B, 1), dtype=np.int32)
+        kc_flat = vc_flat = absent
+        table = np.zeros((B, 1), dtype=np.int64)
         cache_geometry = (1, 0, 0, 0)
     new_geometry = (ONE_PAGE_ROWS, 0, Hkv * D, D)
     sources = np.array(cache_geometry + new_geometry, dtype=np.int64)
@@ -165,23 +164,26 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
     cu_q = np.concatenate([[0], np.cumsum(problem.seqlens_q)])
     cu_new = np.concatenate([[0], np.cumsum(problem.seqlens_kv_new)])
     table_starts = np.arange(B, dtype=np.int64) * table.shape[1]
-    seqlens = pack_seqlens(cu_q, cu_new, cache_lens, table_starts)
+    seqlens = pack_seqlens(cu_q, cu_new, problem.cache_seqlens, table_starts)
+    plans = [(plan, _work_list(problem, plan.rows_per_group, sequences))
+             for plan, sequences in _plans(problem)]
+    # every integer table of the launch travels in one copy (each copy costs ~80 us)
+    tables = xp.upload([table, np.zeros(1, np.int64), seqlens, sources]
+                       + [work for _, work in plans])
+    table_dev, one_page, seqlens_dev, sources_dev = tables[:4]
     out_flat = xp.empty(total_q * Hq * D, dev_dtype)
     lse_flat = xp.empty(max(Hq * total_q, 1), np.float32)
-    inputs = (q_flat, k_flat, v_flat, kc_flat, vc_flat, xp.device(table.reshape(-1)),
-              xp.device(np.zeros(1, np.int32)), xp.device(seqlens.reshape(-1)))
-    for plan, sequences in _plans(problem):
-        work = _work_list(problem, plan.rows_per_group, sequences)
+    inputs = (q_flat, k_flat, v_flat, kc_flat, vc_flat, table_dev, one_page, seqlens_dev)
+    for (plan, work), work_dev in zip(plans, tables[4:]):
         if not len(work):
             continue
-        status = (xp.empty(1, np.int32),) if plan.reports_sub_group else ()
+        status = (xp.scratch("fmha.status", 1, np.int32),) if plan.reports_sub_group else ()
         xetile.launch(
-            plan.kernel, (len(work) * plan.lanes,), (plan.lanes,), *inputs,
-            xp.device(work.reshape(-1)), xp.device(sources), out_flat, lse_flat, *status,
-            *plan.scratch(len(work), xp.queue), Hq, Hkv, int(bool(problem.causal)),
-            np.float32(problem.softmax_scale * LOG2E))
+            plan.kernel, (len(work) * plan.lanes,), (plan.lanes,), *inputs, work_dev,
+            sources_dev, out_flat, lse_flat, *status, *plan.scratch(len(work), xp.queue),
+            Hq, Hkv, int(bool(problem.causal)), np.float32(problem.softmax_scale * LOG2E))
         if status:
-            check_sub_group_size(status[0], plan.lanes, "fmha_decode")
+            check_sub_group_size(status[0], plan.lanes, "fmha_decode", plan.kernel)
 
     result = xp.result(out_flat, q, problem.dtype, out)
     if not return_lse:
@@ -229,11 +231,15 @@ class _ArrayKind:
         # numpy inputs go to dpnp's default queue; device inputs stay on their own queue
         self.queue = like.sycl_queue if kind != "numpy" else None
 
-    def device(self, host_array):
-        return self.dpnp.asarray(np.ascontiguousarray(host_array), sycl_queue=self.queue)
+    def upload(self, host_arrays):
+        """Device copies (flat views of one int64 buffer, copied at once) of the arrays."""
+        flat = [np.asarray(a, dtype=np.int64).reshape(-1) for a in host_arrays]
+        ends = np.cumsum([a.size for a in flat])
+        buffer = self.dpnp.asarray(np.concatenate(flat), sycl_queue=self.queue)
+        return [buffer[end - a.size:end] for a, end in zip(flat, ends)]
 
-    def host(self, a):
-        return a if isinstance(a, np.ndarray) else self.dpnp.asnumpy(a)
+    def scratch(self, name, count, dtype):
+        return workspace.scratch(name, count, dtype, self.queue)
 
     def empty(self, n, dtype):
         return self.dpnp.empty(n, dtype=dtype, sycl_queue=self.queue)

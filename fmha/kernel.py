@@ -93,8 +93,8 @@ def attention_kernel(config: FmhaConfig):
         v_new,        # IN  [total_kv * Hkv * D]
         k_cache,      # IN  cache or pool, flat (layout in `sources`)
         v_cache,      # IN  same shape as k_cache
-        page_table_,  # IN  int32 [B * pages_per_seq]  (one page per sequence if contiguous)
-        one_page,     # IN  int32 [1] = [0]: the "page table" of the new keys
+        page_table_,  # IN  int64 [B * pages_per_seq]  (one page per sequence if contiguous)
+        one_page,     # IN  int64 [1] = [0]: the "page table" of the new keys
         seqlens,      # IN  int64 [B, SEQ_FIELDS]      (fmha.seqlen_info)
         work,         # IN  int64 [n_groups, WORK_FIELDS]
         sources,      # IN  int64 [2, SOURCE_FIELDS]  cache, new keys

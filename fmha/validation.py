@@ -82,6 +82,7 @@ class Problem:
     storage_dtype: str               # dtype of the arrays as given: dtype, or "uint16"
     return_lse: bool
     queue: Any = None                # the arrays' dpctl.SyclQueue ("usm" only)
+    page_table: Optional[np.ndarray] = None  # int64 [B, max_pages_per_seq], host copy (paged)
 
     @property
     def group_size(self) -> int:
@@ -168,7 +169,8 @@ def check_arguments(q, k, v, k_cache, v_cache, cache_seqlens, page_table, kv_lay
         causal=bool(causal), softmax_scale=_resolve_scale(softmax_scale, head_dim),
         kind=kind, has_new_kv=k is not None, has_cache=k_cache is not None,
         max_pages_per_seq=cache["max_pages_per_seq"], cache_capacity=cache["capacity"],
-        storage_dtype=np.dtype(q.dtype).name, return_lse=bool(return_lse), queue=queue)
+        storage_dtype=np.dtype(q.dtype).name, return_lse=bool(return_lse), queue=queue,
+        page_table=cache["table"])
 
 
 # ---------------------------------------------------------------------- scalar arguments
@@ -425,9 +427,11 @@ def _check_new_kv(k, v, cu_seqlens_kv, shapes: _Shapes):
 
 
 def _check_cache(k_cache, v_cache, cache_seqlens, page_table, kv_layout, shapes: _Shapes):
-    """Returns a dict: seqlens (int64 [B]), capacity, page_size, num_pages, max_pages_per_seq."""
+    """Returns a dict: seqlens (int64 [B]), capacity, page_size, num_pages, max_pages_per_seq,
+    table (the page table on the host, int64, or None)."""
     resolved = {"seqlens": np.zeros(shapes.batch, np.int64), "capacity": 0,
-                "page_size": None, "num_pages": None, "max_pages_per_seq": None}
+                "page_size": None, "num_pages": None, "max_pages_per_seq": None,
+                "table": None}
     if k_cache is None:
         return resolved
     paged = page_table is not None
@@ -489,6 +493,7 @@ def _check_cache(k_cache, v_cache, cache_seqlens, page_table, kv_layout, shapes:
                              f"{resolved['num_pages']}) in the used entries "
                              f"[b, :ceil(cache_seqlens[b] / page_size)], got {table[b, j]} "
                              f"at [{b}, {j}]")
+        resolved["table"] = _frozen(table)
     return resolved
 
 

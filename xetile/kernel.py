@@ -55,7 +55,12 @@ class SubGroupSizeError(RuntimeError):
     """A kernel ran with another sub-group size than it requires."""
 
 
-def check_sub_group_size(status, expected: int, name: str) -> None:
+# kernels whose sub-group size was seen to be right (a property of the compiled binary:
+# the runtime either vectorises a kernel or it does not, so one check per kernel is enough)
+_verified: set = set()
+
+
+def check_sub_group_size(status, expected: int, name: str, kern=None) -> None:
     """Raise unless ``status[0]`` (written by the kernel with
     :func:`xetile.subgroup.sub_group_size`) equals ``expected``.
 
@@ -63,11 +68,17 @@ def check_sub_group_size(status, expected: int, name: str) -> None:
     vectorise; otherwise it runs the kernel one work-item at a time, silently, and every
     sub-group collective then sees a sub-group of 1 (seen: a uniform ``exp2`` of a value
     loaded from local memory was enough). Kernels that use collectives must report.
+    With ``kern``, the status is read on that kernel's first launch only (reading it
+    back costs a device round trip per call).
     """
     import dpnp
 
+    if kern is not None and kern in _verified:
+        return
     got = int(dpnp.asnumpy(status[:1])[0])
     if got != expected:
         raise SubGroupSizeError(
             f"kernel {name!r} ran with sub-group size {got} instead of {expected}: the "
             "device could not vectorise it, and its sub-group collectives would be wrong")
+    if kern is not None:
+        _verified.add(kern)
