@@ -3,9 +3,11 @@
     .venv/bin/python asv_bench/gemm_report.py [--sizes 512 1024 2048] [--dtypes float32 ...]
 
 ``xetile`` is ``xetile.gemm.matmul`` end to end on device arrays (packing included);
-``kernel`` is the GEMM kernel alone on packed panels. numpy gets host float32 arrays
-(16-bit inputs are multiplied in float32, as numpy cannot do better), dpnp device float32
-arrays. Best of ``--repeat`` calls each.
+``x:out`` the same into a preallocated ``out=`` (against ``numpy.matmul(out=)``: both
+then skip the first-touch page faults of a fresh result); ``kernel`` is the GEMM kernel
+alone on packed panels. numpy gets host float32 arrays (16-bit inputs are multiplied in
+float32, as numpy cannot do better), dpnp device float32 arrays. Best of ``--repeat``
+calls each.
 """
 from __future__ import annotations
 
@@ -39,14 +41,17 @@ def main(argv=None):
     p.add_argument("--dtypes", nargs="+", default=["float32", "float16", "bfloat16"])
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args(argv)
-    print(f"{'N':>5} {'dtype':>8} {'xetile':>8} {'kernel':>8} {'numpy':>8} {'dpnp':>8}"
-          f"  {'xetile/numpy':>12} {'xetile/dpnp':>11}   (GFLOP/s)")
+    print(f"{'N':>5} {'dtype':>8} {'xetile':>8} {'x:out':>8} {'kernel':>8} {'numpy':>8} "
+          f"{'np:out':>8} {'dpnp':>8}  {'xetile/numpy':>12} {'out/np:out':>10} "
+          f"{'xetile/dpnp':>11}   (GFLOP/s)")
     for n in args.sizes:
         flop = 2.0 * n ** 3
         rng = np.random.default_rng(n)
         a32 = rng.standard_normal((n, n), dtype=np.float32)
         b32 = rng.standard_normal((n, n), dtype=np.float32)
         t_numpy = best(lambda: a32 @ b32, args.repeat)
+        c_host = np.empty((n, n), np.float32)
+        t_numpy_out = best(lambda: np.matmul(a32, b32, out=c_host), args.repeat)
         da, db = dpnp.asarray(a32), dpnp.asarray(b32)
         (da @ db).sycl_queue.wait()
         t_dpnp = best(lambda: (da @ db).sycl_queue.wait(), args.repeat)
@@ -59,14 +64,18 @@ def main(argv=None):
                 xa, xb = dpnp.asarray(a), dpnp.asarray(b)
             matmul(xa, xb)
             t_x = best(lambda: matmul(xa, xb), args.repeat)
+            c_out = dpnp.empty((n, n), dtype=np.float32)
+            t_x_out = best(lambda: matmul(xa, xb, out=c_out), args.repeat)
             ap, bp = pack_panels(xa, BLOCK_M, True), pack_panels(xb, LANES, False)
             c = dpnp.empty((n, n), dtype=np.float32)
             launch_args = ((ap.shape[0] * bp.shape[0] * LANES,), (LANES,), ap.reshape(-1),
-                           bp.reshape(-1), c.reshape(-1), bp.shape[0], n)
+                           bp.reshape(-1), c.reshape(-1), bp.shape[0], n, n, n)
             t_k = best(lambda: xetile.launch(gemm_kernel(), *launch_args), args.repeat)
-            print(f"{n:5d} {name:>8} {flop / t_x / 1e9:8.1f} {flop / t_k / 1e9:8.1f} "
-                  f"{flop / t_numpy / 1e9:8.1f} {flop / t_dpnp / 1e9:8.1f}  "
-                  f"{t_numpy / t_x:12.2f} {t_dpnp / t_x:11.2f}")
+            print(f"{n:5d} {name:>8} {flop / t_x / 1e9:8.1f} {flop / t_x_out / 1e9:8.1f} "
+                  f"{flop / t_k / 1e9:8.1f} {flop / t_numpy / 1e9:8.1f} "
+                  f"{flop / t_numpy_out / 1e9:8.1f} {flop / t_dpnp / 1e9:8.1f}  "
+                  f"{t_numpy / t_x:12.2f} {t_numpy_out / t_x_out:10.2f} "
+                  f"{t_dpnp / t_x:11.2f}", flush=True)
     return 0
 
 

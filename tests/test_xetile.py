@@ -135,9 +135,9 @@ def _mma_kernel(n, depth, lanes):
             ops.stage_row(b_tile, j, b, j * depth, lane)
         ops.zero_lane_tile(c_tile, 0, lane)
         s = abt(a_tile, 0, lanes, b_tile, 0, depth, 1, depth, lane)
-        store(scores, lane, lanes, s)
+        store(scores, lane, lanes, s, n)
         m = mask(s, 3, n - 1, lane)       # column j is at 3 + j: seen if < n-1 and <= lane
-        store(masked, lane, lanes, m)
+        store(masked, lane, lanes, m, n)
         row_max = top(s, -np.inf)
         p, total = exp2_row(s, row_max)
         ab(p, b_tile, c_tile, 0, 0.5, lane)
@@ -239,3 +239,24 @@ def test_vector_forms_transpose_reduce_and_axpy(lanes, chunks, pad):
     np.testing.assert_allclose(dpnp.asnumpy(c)[:valid],
                                0.5 * c0[:valid] + p.astype(np.float64) @ b,
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(33, 17, 45), (16, 8, 16), (1, 3, 1)])
+def test_gemm_out_is_written_in_place_and_nothing_around_it(shape):
+    """out= gets exactly M x N values (ragged M and N included); the guard bytes around
+    it, in the same allocation, keep their canary."""
+    m, k, n = shape
+    rng = np.random.default_rng(k)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    guard = 40
+    buffer = dpnp.full(m * n + 2 * guard, -7.0, dtype=np.float32)
+    out = buffer[guard:guard + m * n].reshape(m, n)
+    got = matmul(dpnp.asarray(a), dpnp.asarray(b), out=out)
+    assert got is out
+    np.testing.assert_allclose(dpnp.asnumpy(out), a.astype(np.float64) @ b,
+                               rtol=1e-5, atol=1e-5 * np.sqrt(k))
+    host = dpnp.asnumpy(buffer)
+    assert (host[:guard] == -7.0).all() and (host[guard + m * n:] == -7.0).all()
+    with pytest.raises(ValueError, match=r"out: expected a C-contiguous dpnp float32"):
+        matmul(a, b, out=np.empty((m, n), np.float32))

@@ -38,20 +38,21 @@ def gemm_kernel(block_m: int = BLOCK_M, lanes: int = LANES):
     def gemm(item: kapi.NdItem,
              a_panels,   # IN  float32 [M/block_m, K, block_m]  (flat)
              b_panels,   # IN  float32 [N/lanes, K, lanes]      (flat)
-             c,          # OUT float32 [M_padded, N_padded]     (flat)
-             n_panels, k):
+             c,          # OUT float32 [M, N]                   (flat)
+             n_panels, k, m, n):
         lane = item.get_local_id(0)
         group = item.get_group().get_group_id(0)
         row_panel, col_panel = group // n_panels, group % n_panels
         sums = column_dot(b_panels, col_panel * k * lanes, lanes,
                           a_panels, row_panel * k * block_m, 1, block_m, k, lane)
-        n = n_panels * lanes
-        store_column(c, row_panel * block_m * n + col_panel * lanes + lane, n, sums)
+        row, col = row_panel * block_m, col_panel * lanes + lane
+        if col < n:  # the last panels of a ragged M or N store what they have
+            store_column(c, row * n + col, n, sums, m - row)
 
     return gemm
 
 
-def matmul(a, b):
+def matmul(a, b, out=None):
     """``a @ b`` for 2-D float32, float16 or bfloat16 arrays (numpy or dpnp).
 
     Parameters
@@ -60,6 +61,9 @@ def matmul(a, b):
     b : array ``[K, N]``
         float32 or float16 (numpy or dpnp), bfloat16 (numpy ``ml_dtypes.bfloat16``).
         Both of one dtype.
+    out : dpnp float32 array ``[M, N]``, C-contiguous, optional
+        Written in place and returned (saves the first-touch page faults of a fresh
+        result, as ``numpy.matmul(..., out=)`` does on the host).
 
     Returns
     -------
@@ -84,18 +88,22 @@ def matmul(a, b):
         raise TypeError(f"matmul: a and b must share a dtype, got {a.dtype} and {b.dtype}")
     m, k = a.shape
     n = b.shape[1]
+    if out is not None and (not isinstance(out, dpnp.ndarray) or out.dtype != np.float32
+                            or tuple(out.shape) != (m, n) or not out.flags.c_contiguous):
+        raise ValueError(f"out: expected a C-contiguous dpnp float32 array of shape "
+                         f"{(m, n)}, got {type(out).__name__} "
+                         f"{getattr(out, 'dtype', '')} {tuple(getattr(out, 'shape', ()))}")
     a_panels = pack_panels(a, BLOCK_M, rows_are_panels=True, name="gemm.a")
     b_panels = pack_panels(b, LANES, rows_are_panels=False, name="gemm.b")
     m_panels, n_panels = a_panels.shape[0], b_panels.shape[0]
-    c = dpnp.empty((m_panels * BLOCK_M, n_panels * LANES), dtype=np.float32,
-                   sycl_queue=a_panels.sycl_queue)
+    c = out if out is not None else dpnp.empty((m, n), dtype=np.float32,
+                                               sycl_queue=a_panels.sycl_queue)
     if k == 0:
         c[...] = 0
     elif m_panels and n_panels:
         launch(gemm_kernel(), (m_panels * n_panels * LANES,), (LANES,),
-               a_panels.reshape(-1), b_panels.reshape(-1), c.reshape(-1), n_panels, k)
-    c = c[:m, :n]
-    return c if device_in else dpnp.asnumpy(c)
+               a_panels.reshape(-1), b_panels.reshape(-1), c.reshape(-1), n_panels, k, m, n)
+    return c if device_in or out is not None else dpnp.asnumpy(c)
 
 
 def pack_panels(x, width, rows_are_panels, name=None):

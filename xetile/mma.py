@@ -93,10 +93,13 @@ _NAMESPACE = _namespace()
 
 @factory
 def store_results(n: int):
-    """``store_results(dst, start, pitch, s)``: ``dst[start + j * pitch] = s_j``, j < n
-    (a lane writes the ``n`` results of :func:`mma_abt`; unrolled like them)."""
-    body = ["def store_results(dst, start, pitch, s):"]
-    body += [f"    dst[u64(start) + u64({j}) * u64(pitch)] = s[{j}]" for j in range(n)]
+    """``store_results(dst, start, pitch, s, rows)``: ``dst[start + j * pitch] = s_j``
+    for ``j < min(n, rows)`` (a lane writes the ``n`` results of :func:`mma_abt`,
+    unrolled like them; ``rows`` is uniform, so the guards cost no divergence)."""
+    body = ["def store_results(dst, start, pitch, s, rows):"]
+    for j in range(n):
+        body += [f"    if {j} < rows:",
+                 f"        dst[u64(start) + u64({j}) * u64(pitch)] = s[{j}]"]
     return device_function("\n".join(body), "store_results", _NAMESPACE)
 
 
