@@ -109,17 +109,39 @@ def store_results(n: int):
 # of sub-group-uniform element offsets, e.g. from :func:`xetile.page_table.row_starts`),
 # and each lane reads its slice of the depth, so every load is contiguous across lanes.
 # B is walked row by row, so each row's cache lines come in order. Measured on the decode
-# benchmark (B8 Hq32 Hkv8, 4096 keys, HND, one call): staging B into local memory first,
-# 21.9 ms (fp16 18.1); in place, row by row, 15.8 ms (fp16 13.0). Rows of B are re-read
-# for each row of A, from L1.
+# benchmark (B8 Hq32 Hkv8, 4096 keys, HND, launch only, back to back): in place, chunk
+# by chunk across the 16 rows, 21.0 ms (fp16 13.9); row by row, 15.6 ms (fp16 12.8);
+# staging B into local memory first had given 17.7-21.9 ms over runs. Rows of B are
+# re-read for each row of A, from L1.
 
-def _b_load(width: int, valid: int, lanes: int):
-    """Source of the expression loading this lane's element of chunk ``c`` of row ``j``
-    of B: converted from storage to float32, 0 in the padding past ``valid``."""
-    def expr(j: int, c: int) -> str:
-        x = f"load(b[b_rows[{j}] + u64({c * lanes}) + lane])"
-        return x if valid == width else f"({x} if inside{c} else numba.float32(0.0))"
-    return expr
+def _row_forms(chunks: int, lanes: int, valid: int, dtype: str):
+    """Two small generated functions over one row of B, this lane's ``chunks`` elements
+    at ``b[row + c * lanes]`` (``row`` includes the lane), converted to float32 and 0
+    past ``valid``:
+
+    * ``row_dot(xs, b, row) -> sum_c xs[c] * B[c]``  (``xs`` a tuple of ``chunks``);
+    * ``row_axpy(cs, p, b, row) -> (cs[c] + p * B[c] for c)``.
+
+    The vector forms call them once per row of B: unrolled in one function instead
+    (16 rows x 16 chunks at D = 256), numba took up to 60 s to compile the decode kernel.
+    LLVM inlines them, so the tuples stay in registers.
+    """
+    def element(c: int) -> str:
+        x = f"b[row + u64({c * lanes})]"
+        x = x if dtype == "float32" else f"load({x})"
+        if (c + 1) * lanes <= valid:
+            return x
+        return f"({x} if row_lane + u64({c * lanes}) < u64({valid}) else numba.float32(0.0))"
+
+    namespace = _vector_namespace(dtype)
+    dot = ["def row_dot(xs, b, row, row_lane):", "    s = numba.float32(0.0)"]
+    dot += [f"    s = fma(xs[{c}], {element(c)}, s)" for c in range(chunks)]
+    dot += ["    return s"]
+    axpy = ["def row_axpy(cs, p, b, row, row_lane):"]
+    axpy += [f"    c{c} = fma(p, {element(c)}, cs[{c}])" for c in range(chunks)]
+    axpy += [f"    return ({names('c', chunks)},)"]
+    return (device_function("\n".join(dot), "row_dot", namespace),
+            device_function("\n".join(axpy), "row_axpy", namespace))
 
 
 @factory
@@ -137,19 +159,14 @@ def vec_mat_t(n: int, chunks: int, lanes: int, dtype: str = "float32", valid: in
     """
     if n != lanes or lanes & (lanes - 1):
         raise ValueError(f"vec_mat_t: need n == lanes, a power of two; got {n}, {lanes}")
-    width = chunks * lanes
-    b_elem = _b_load(width, valid or width, lanes)
-    # B row by row (each row's cache lines in order, which the hardware prefetcher
-    # follows), the slice of ``a`` in registers
+    row_dot, _ = _row_forms(chunks, lanes, valid or chunks * lanes, dtype)
+    # B row by row (each row's cache lines in order), this lane's slice of a in registers
     body = ["def vec_mat_t(a, a_start, b, b_rows, lane):",
             "    lane = u64(lane)",
-            "    a_at = u64(a_start) + lane"]
-    body += [f"    x{c} = a[a_at + u64({c * lanes})]" for c in range(chunks)]
-    body += [f"    inside{c} = u64({c * lanes}) + lane < u64({valid or width})"
-             for c in range(chunks)]
-    for j in range(n):
-        body.append(f"    p{j} = numba.float32(0.0)")
-        body += [f"    p{j} = fma(x{c}, {b_elem(j, c)}, p{j})" for c in range(chunks)]
+            "    a_at = u64(a_start) + lane",
+            "    xs = (" + ", ".join(f"a[a_at + u64({c * lanes})]" for c in range(chunks))
+            + ",)"]
+    body += [f"    p{j} = row_dot(xs, b, b_rows[{j}] + lane, lane)" for j in range(n)]
     # transpose-reduce: at offset h, pair (p_j, p_{j+h}); lanes with bit h keep p_{j+h}
     names_now = [f"p{j}" for j in range(n)]
     h = n // 2
@@ -165,7 +182,8 @@ def vec_mat_t(n: int, chunks: int, lanes: int, dtype: str = "float32", valid: in
         names_now = merged
         h //= 2
     body.append(f"    return {names_now[0]}")
-    return device_function("\n".join(body), "vec_mat_t", _vector_namespace(dtype))
+    return device_function("\n".join(body), "vec_mat_t",
+                           {**_vector_namespace(dtype), "row_dot": row_dot})
 
 
 @factory
@@ -178,20 +196,19 @@ def vec_mat(n: int, chunks: int, lanes: int, dtype: str = "float32", valid: int 
     ``C`` one float32 row of length ``chunks * lanes`` at ``c_start`` (its padding past
     ``valid`` stays finite and is never meant to be read).
     """
-    width = chunks * lanes
-    b_elem = _b_load(width, valid or width, lanes)
-    # B row by row (as in vec_mat_t): the row of C in ``chunks`` registers
+    _, row_axpy = _row_forms(chunks, lanes, valid or chunks * lanes, dtype)
+    # B row by row (as in vec_mat_t): this lane's slice of C in registers
     body = ["def vec_mat(p, p_start, b, b_rows, c, c_start, alpha, lane):",
             "    lane = u64(lane)",
-            "    c_at = u64(c_start) + lane"]
-    body += [f"    c{k} = c[c_at + u64({k * lanes})] * alpha" for k in range(chunks)]
-    body += [f"    inside{k} = u64({k * lanes}) + lane < u64({valid or width})"
-             for k in range(chunks)]
-    for j in range(n):
-        body.append(f"    pj = p[u64(p_start) + u64({j})]")
-        body += [f"    c{k} = fma(pj, {b_elem(j, k)}, c{k})" for k in range(chunks)]
-    body += [f"    c[c_at + u64({k * lanes})] = c{k}" for k in range(chunks)]
-    return device_function("\n".join(body), "vec_mat", _vector_namespace(dtype))
+            "    c_at = u64(c_start) + lane",
+            "    p_at = u64(p_start)",
+            "    cs = (" + ", ".join(f"c[c_at + u64({k * lanes})] * alpha"
+                                     for k in range(chunks)) + ",)"]
+    body += [f"    cs = row_axpy(cs, p[p_at + u64({j})], b, b_rows[{j}] + lane, lane)"
+             for j in range(n)]
+    body += [f"    c[c_at + u64({k * lanes})] = cs[{k}]" for k in range(chunks)]
+    return device_function("\n".join(body), "vec_mat",
+                           {**_vector_namespace(dtype), "row_axpy": row_axpy})
 
 
 def _vector_namespace(dtype: str) -> dict:
