@@ -44,3 +44,16 @@ def fma(typingctx, a, b, c):
             "llvm.fma", [_F32], llvmir.FunctionType(_F32, [_F32, _F32, _F32]))
         return builder.call(fn, vals)
     return types.float32(a, b, c), codegen
+
+
+@intrinsic(target=SPIRV_TARGET_NAME)
+def select(typingctx, cond, a, b):
+    """``a if cond else b`` for float32, as one ``select`` (no branch): Python's
+    conditional expression becomes branches in numba's IR, which cost compile time in
+    the unrolled butterflies."""
+    def codegen(context, builder, sig, args):
+        c = context.cast(builder, args[0], sig.args[0], types.boolean)
+        x = context.cast(builder, args[1], sig.args[1], types.float32)
+        y = context.cast(builder, args[2], sig.args[2], types.float32)
+        return builder.select(c, x, y)
+    return types.float32(cond, a, b), codegen

@@ -85,7 +85,8 @@ def _namespace():
 
     from xetile.subgroup import shuffle_xor
 
-    return {"numba": numba, "u64": uint64, "fma": fastmath.fma, "shuffle_xor": shuffle_xor}
+    return {"numba": numba, "u64": uint64, "fma": fastmath.fma, "select": fastmath.select,
+            "shuffle_xor": shuffle_xor}
 
 
 _NAMESPACE = _namespace()
@@ -176,8 +177,8 @@ def vec_mat_t(n: int, chunks: int, lanes: int, dtype: str = "float32", valid: in
         for j in range(h):
             lo, hi = names_now[j], names_now[j + h]
             out = f"r{h}_{j}"
-            body.append(f"    {out} = ({hi} if upper else {lo}) + "
-                        f"shuffle_xor({lo} if upper else {hi}, {h})")
+            body.append(f"    {out} = select(upper, {hi}, {lo}) + "
+                        f"shuffle_xor(select(upper, {lo}, {hi}), {h})")
             merged.append(out)
         names_now = merged
         h //= 2
