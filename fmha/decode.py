@@ -52,6 +52,11 @@ DECODE_LANES_NEAR = 8
 DECODE_LANES_FAR = 16
 NEAR_ROW_PITCH = 1024  # bytes: key rows closer than this are "near"
 DECODE_MAX_ROWS = 8    # rows (queries x heads per KV head) one work-group holds
+# A work-group walks at most this many keys: a longer sequence is split across several
+# (each writes a partial (m, l, acc)) and decode_combine_kernel merges them in a fixed
+# order. The split depends on the sequence's own length only, so a sequence gets the
+# same bits alone or in any batch; a multiple of every lane count.
+SPLIT_KEYS = 4096
 
 
 @dataclass(frozen=True)
@@ -112,13 +117,15 @@ def decode_kernel(config: DecodeConfig):
 
     @dpex.device_func
     def attend_source(q_rows, acc, probs, stats, k_src, v_src, table, table_start,
-                      page_size, page_stride, row_stride, base, n_keys, first_pos,
-                      visible_end, unmasked_end, rows, heads_per_kv, causal, q_len, kv_len,
-                      lane):
-        """Fold one row source into every row's (acc, m, l) (stats: m, l, alpha)."""
-        n_unmasked, n_blocks = block_range(n_keys, first_pos, visible_end, unmasked_end)
+                      page_size, page_stride, row_stride, base, row_begin, n_keys,
+                      first_pos, visible_end, unmasked_end, rows, heads_per_kv, causal,
+                      q_len, kv_len, lane):
+        """Fold rows ``row_begin .. n_keys-1`` of one row source (at key positions
+        ``first_pos + row``) into every row's (acc, m, l) (stats: m, l, alpha)."""
+        n_unmasked, n_blocks = block_range(n_keys - row_begin, first_pos + row_begin,
+                                           visible_end, unmasked_end)
         for block in range(n_blocks):
-            first = block * N
+            first = row_begin + block * N
             keys = key_rows(table, table_start, page_size, base, page_stride, row_stride,
                             first, n_keys)
             key = first_pos + first + lane
@@ -151,6 +158,8 @@ def decode_kernel(config: DecodeConfig):
         q, k_new, v_new, k_cache, v_cache, page_table_, one_page, seqlens, work, sources,
         out, lse,     # as fmha.kernel.fmha_forward
         status,       # OUT int32 [1]: the sub-group size the kernel ran with
+        partial_acc,  # OUT float32 [work items, R, W]: unnormalised acc of a split
+        partial_ml,   # OUT float32 [work items, R, 2]: its (m, l)
         q_rows,       # SCRATCH local float32 [R, W]
         acc,          # SCRATCH local float32 [R, W]
         probs,        # SCRATCH local float32 [R, N]
@@ -164,9 +173,13 @@ def decode_kernel(config: DecodeConfig):
         group = item.get_group().get_group_id(0)
         if group == 0:
             status[0] = subgroup.sub_group_size()
-        b, kv_head = work[group * WORK_FIELDS], work[group * WORK_FIELDS + 1]
+        b, kv_head, split = (work[group * WORK_FIELDS], work[group * WORK_FIELDS + 1],
+                             work[group * WORK_FIELDS + 2])
         q_start, q_len, new_start, new_len, cache_len, table_start = seqlen_info(seqlens, b)
         kv_len = cache_len + new_len
+        # this work-group's keys: positions [lo, hi) of the sequence
+        lo = split * SPLIT_KEYS
+        hi = min(kv_len, lo + SPLIT_KEYS)
         heads_per_kv = num_heads_q // num_heads_kv
         rows = q_len * heads_per_kv
         for r in range(rows):  # row r: query r // G of head kv_head * G + r % G
@@ -179,18 +192,31 @@ def decode_kernel(config: DecodeConfig):
             stats[u64(3 * r * N) + u64(lane)] = NEG_INF
             stats[u64((3 * r + 1) * N) + u64(lane)] = numba.float32(0.0)
         visible_end, unmasked_end = visible_ranges(causal, 0, q_len - 1, q_len, kv_len)
+        visible_end, unmasked_end = min(visible_end, hi), min(unmasked_end, hi)
 
         attend_source(q_rows, acc, probs, stats, k_cache, v_cache, page_table_,
                       table_start, sources[0], sources[1], sources[2],
-                      kv_head * sources[3], cache_len, 0, visible_end, unmasked_end, rows,
-                      heads_per_kv, causal, q_len, kv_len, lane)
+                      kv_head * sources[3], min(lo, cache_len), min(hi, cache_len), 0,
+                      visible_end, unmasked_end, rows, heads_per_kv, causal, q_len, kv_len,
+                      lane)
         attend_source(q_rows, acc, probs, stats, k_new, v_new, one_page, 0,
                       sources[SOURCE_FIELDS], sources[SOURCE_FIELDS + 1],
                       sources[SOURCE_FIELDS + 2],
                       new_start * sources[SOURCE_FIELDS + 2]
                       + kv_head * sources[SOURCE_FIELDS + 3],
-                      new_len, cache_len, visible_end, unmasked_end, rows, heads_per_kv,
-                      causal, q_len, kv_len, lane)
+                      max(lo - cache_len, 0), max(hi - cache_len, 0), cache_len,
+                      visible_end, unmasked_end, rows, heads_per_kv, causal, q_len, kv_len,
+                      lane)
+
+        if kv_len > SPLIT_KEYS:  # one split of several: leave (m, l, acc) to combine
+            for r in range(rows):
+                at = u64(group * R + r)
+                for c in range(0, W, N):
+                    partial_acc[at * u64(W) + u64(c + lane)] = acc[u64(r * W + c) + u64(lane)]
+                if lane < 2:
+                    partial_ml[at * u64(2) + u64(lane)] = stats[u64((3 * r + lane) * N)
+                                                                + u64(lane)]
+            return
 
         total_q = lse.shape[0] // num_heads_q
         for r in range(rows):
@@ -207,6 +233,55 @@ def decode_kernel(config: DecodeConfig):
             lse[u64(head) * u64(total_q) + u64(q_start + query)] = row_lse
 
     return fmha_decode
+
+
+@xetile.factory
+def decode_combine_kernel(config: DecodeConfig):
+    """Merges the splits of long sequences (see ``SPLIT_KEYS``), in split order.
+
+    A work-group (``lanes`` work-items splitting D) per (sequence, KV head) that was
+    split: with ``w_s = 2 ** (m_s - m)``, ``m = max_s m_s``:
+    ``O = sum_s w_s acc_s / sum_s w_s l_s``, and the lse from ``(m, sum_s w_s l_s)``.
+    ``combine`` entries: (sequence, KV head, its first work item of the decode launch).
+    """
+    N, D, W, R = config.lanes, config.head_dim, config.tile_width, config.max_rows
+    store = STORAGE[config.dtype].store
+
+    @xetile.kernel(sub_group_size=N)
+    def fmha_decode_combine(item: kapi.NdItem, seqlens, combine, partial_acc, partial_ml,
+                            out, lse, num_heads_q, num_heads_kv):
+        lane = item.get_local_id(0)
+        group = item.get_group().get_group_id(0)
+        b, kv_head, first_item = (combine[group * WORK_FIELDS],
+                                  combine[group * WORK_FIELDS + 1],
+                                  combine[group * WORK_FIELDS + 2])
+        q_start, q_len, new_start, new_len, cache_len, table_start = seqlen_info(seqlens, b)
+        splits = (cache_len + new_len + SPLIT_KEYS - 1) // SPLIT_KEYS
+        heads_per_kv = num_heads_q // num_heads_kv
+        total_q = lse.shape[0] // num_heads_q
+        for r in range(q_len * heads_per_kv):
+            m = NEG_INF
+            for s in range(splits):
+                m = max(m, partial_ml[u64((first_item + s) * R + r) * u64(2)])
+            shift = m if m != NEG_INF else numba.float32(0.0)
+            query = r // heads_per_kv
+            head = kv_head * heads_per_kv + r % heads_per_kv
+            out_row = ((q_start + query) * num_heads_q + head) * D
+            for c in range(0, W, N):
+                o = numba.float32(0.0)
+                l = numba.float32(0.0)
+                for s in range(splits):
+                    at = u64((first_item + s) * R + r)
+                    w = fastmath.exp2(partial_ml[at * u64(2)] - shift)
+                    l += w * partial_ml[at * u64(2) + u64(1)]
+                    o += w * partial_acc[at * u64(W) + u64(c + lane)]
+                inv_l, row_lse = softmax_finalize(m, l)
+                if c + lane < D:
+                    out[u64(out_row + c) + u64(lane)] = store(o * inv_l)
+                if c == 0 and lane == 0:
+                    lse[u64(head) * u64(total_q) + u64(q_start + query)] = row_lse
+
+    return fmha_decode_combine
 
 
 def decode_local_tiles(config: DecodeConfig):

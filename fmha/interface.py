@@ -13,7 +13,8 @@ from xetile.kernel import check_sub_group_size
 from xetile.dtypes import reinterpret, storage
 
 from fmha.config import FmhaConfig
-from fmha.decode import DecodeConfig, decode_kernel, decode_local_tiles
+from fmha.decode import (SPLIT_KEYS, DecodeConfig, decode_combine_kernel, decode_kernel,
+                         decode_local_tiles)
 from fmha.kernel import SOURCE_FIELDS, WORK_FIELDS, attention_kernel, scratch_tiles
 from fmha.seqlen_info import pack_seqlens
 
@@ -110,6 +111,8 @@ class _Plan(NamedTuple):
     rows_per_group: int     # rows (query, head) each work-group owns
     scratch: Callable       # n_groups, queue -> the scratch arguments
     reports_sub_group: bool  # takes a status word: uses sub-group collectives
+    split_keys: int = 0     # decode: keys per work-group (longer sequences are split)
+    combine: object = None  # decode: the kernel merging the splits
 
 
 def _plans(problem):
@@ -123,7 +126,8 @@ def _plans(problem):
     plans = []
     if short.any():
         plans.append((_Plan(decode_kernel(decode), decode.lanes, decode.max_rows,
-                            lambda n_groups, queue: decode_local_tiles(decode), True),
+                            functools.partial(_decode_scratch, decode), True,
+                            SPLIT_KEYS, functools.partial(decode_combine_kernel, decode)),
                       np.flatnonzero(short)))
     if not short.all():
         config = FmhaConfig.default(problem.head_dim, problem.dtype, int(rows.max()))
@@ -131,6 +135,14 @@ def _plans(problem):
                             config.rows_per_group, functools.partial(scratch_tiles, config),
                             False), np.flatnonzero(~short)))
     return plans
+
+
+def _decode_scratch(config, n_groups, queue):
+    """The decode kernel's partial results (used when a sequence is split) and tiles."""
+    W, R = config.tile_width, config.max_rows
+    return (workspace.scratch("fmha.partial_acc", n_groups * R * W, np.float32, queue),
+            workspace.scratch("fmha.partial_ml", n_groups * R * 2, np.float32, queue),
+            *decode_local_tiles(config))
 
 
 def _key_row_pitch(problem) -> int:
@@ -173,7 +185,7 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
     cu_new = np.concatenate([[0], np.cumsum(problem.seqlens_kv_new)])
     table_starts = np.arange(B, dtype=np.int64) * table.shape[1]
     seqlens = pack_seqlens(cu_q, cu_new, problem.cache_seqlens, table_starts)
-    plans = [(plan, _work_list(problem, plan.rows_per_group, sequences))
+    plans = [(plan, _work_list(problem, plan.rows_per_group, sequences, plan.split_keys))
              for plan, sequences in _plans(problem)]
     # every integer table of the launch travels in one copy (each copy costs ~80 us)
     tables = xp.upload([table, np.zeros(1, np.int64), seqlens, sources]
@@ -186,12 +198,18 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
         if not len(work):
             continue
         status = (xp.scratch("fmha.status", 1, np.int32),) if plan.reports_sub_group else ()
+        scratch = plan.scratch(len(work), xp.queue)
         xetile.launch(
             plan.kernel, (len(work) * plan.lanes,), (plan.lanes,), *inputs, work_dev,
-            sources_dev, out_flat, lse_flat, *status, *plan.scratch(len(work), xp.queue),
+            sources_dev, out_flat, lse_flat, *status, *scratch,
             Hq, Hkv, int(bool(problem.causal)), np.float32(problem.softmax_scale * LOG2E))
         if status:
             check_sub_group_size(status[0], plan.lanes, "fmha_decode", plan.kernel)
+        combine = _combine_list(problem, work, plan.split_keys)
+        if len(combine):
+            xetile.launch(plan.combine(), (len(combine) * plan.lanes,), (plan.lanes,),
+                          seqlens_dev, xp.upload([combine])[0],
+                          *scratch[:2], out_flat, lse_flat, Hq, Hkv)  # the partials
 
     result = xp.result(out_flat, q, problem.dtype, out)
     if not return_lse:
@@ -210,9 +228,11 @@ def _cache_geometry(kv_layout, page_size, num_heads_kv, head_dim):
     return page_size, page_stride, head_dim, page_size * head_dim  # [pages, Hkv, ps, D]
 
 
-def _work_list(problem, block_rows, sequences):
+def _work_list(problem, block_rows, sequences, split_keys=0):
     """int64 ``[n_groups, WORK_FIELDS]``: (sequence, KV head, first row) per work-group
-    of ``block_rows`` rows, for the given sequences.
+    of ``block_rows`` rows, for the given sequences; with ``split_keys`` (decode, one
+    work-group holds all rows) the third field is the split: keys
+    ``[split * split_keys, (split + 1) * split_keys)`` of the sequence.
 
     Work-groups of one (sequence, KV head) are consecutive, so the K/V tiles they all
     read stay in the shared cache; within them the rows go last to first, so the causal
@@ -220,12 +240,28 @@ def _work_list(problem, block_rows, sequences):
     not change any result.
     """
     G = problem.num_heads_q // problem.num_heads_kv
-    items = [(b, hk, first_row)
+    if split_keys:
+        thirds = [list(range(max(1, -(-int(problem.seqlens_kv[b]) // split_keys))))
+                  for b in range(problem.batch)]
+    else:
+        thirds = [list(reversed(range(0, int(problem.seqlens_q[b]) * G, block_rows)))
+                  for b in range(problem.batch)]
+    items = [(b, hk, third)
              for b in sequences
              for hk in range(problem.num_heads_kv)
-             for first_row in reversed(range(0, int(problem.seqlens_q[b]) * G,
-                                             block_rows))]
+             for third in thirds[b]]
     return np.asarray(items, dtype=np.int64).reshape(-1, WORK_FIELDS)
+
+
+def _combine_list(problem, work, split_keys):
+    """int64 ``[n, WORK_FIELDS]``: (sequence, KV head, index of its split 0 in ``work``)
+    for the (sequence, KV head) pairs that ``work`` split in more than one."""
+    if not split_keys or not len(work):
+        return np.zeros((0, WORK_FIELDS), np.int64)
+    long = np.asarray(problem.seqlens_kv)[work[:, 0]] > split_keys
+    first = long & (work[:, 2] == 0)
+    index = np.flatnonzero(first)
+    return np.stack([work[index, 0], work[index, 1], index], axis=1).astype(np.int64)
 
 
 class _ArrayKind:

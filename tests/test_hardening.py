@@ -358,3 +358,15 @@ def test_batch_invariant_across_kernels(head_dim):
                       head_dim=head_dim, varlen=True, paged=True, page_size=5,
                       causal=True, seed=11)
     assert_each_sequence_alone_matches(kw)
+
+
+def test_batch_invariant_with_split_decode():
+    """A decode sequence long enough to be split across work-groups (then combined) gets
+    the same bits alone as beside short sequences and a prefill-sized one."""
+    from fmha.decode import SPLIT_KEYS
+
+    kw = make_problem(batch=3, seqlens_q=[1, 1, 20], seqlens_kv=[1, 2, 3],
+                      cache_seqlens=[SPLIT_KEYS + 300, 9, 40], num_heads_q=4,
+                      num_heads_kv=2, head_dim=64, varlen=True, paged=True, page_size=16,
+                      causal=True, seed=12)
+    assert_each_sequence_alone_matches(kw)
