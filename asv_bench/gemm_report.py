@@ -69,7 +69,7 @@ def main(argv=None):
             ap, bp = pack_panels(xa, BLOCK_M, True), pack_panels(xb, LANES, False)
             c = dpnp.empty((n, n), dtype=np.float32)
             launch_args = ((ap.shape[0] * bp.shape[0] * LANES,), (LANES,), ap.reshape(-1),
-                           bp.reshape(-1), c.reshape(-1), bp.shape[0], n, n, n)
+                           bp.reshape(-1), c.reshape(-1), bp.shape[0], n, n, n, 1)
             t_k = best(lambda: xetile.launch(gemm_kernel(), *launch_args), args.repeat)
             print(f"{n:5d} {name:>8} {flop / t_x / 1e9:8.1f} {flop / t_x_out / 1e9:8.1f} "
                   f"{flop / t_k / 1e9:8.1f} {flop / t_numpy / 1e9:8.1f} "

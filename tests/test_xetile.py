@@ -241,10 +241,11 @@ def test_vector_forms_transpose_reduce_and_axpy(lanes, chunks, pad):
                                rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(33, 17, 45), (16, 8, 16), (1, 3, 1)])
+@pytest.mark.parametrize("shape", [(33, 17, 45), (16, 8, 16), (32, 100, 20), (1, 3, 1)])
 def test_gemm_out_is_written_in_place_and_nothing_around_it(shape):
     """out= gets exactly M x N values (ragged M and N included); the guard bytes around
-    it, in the same allocation, keep their canary."""
+    it, in the same allocation, keep their canary. M a multiple of 16 with dpnp float32
+    A: A is read in place, unpacked."""
     m, k, n = shape
     rng = np.random.default_rng(k)
     a = rng.standard_normal((m, k)).astype(np.float32)

@@ -6,7 +6,8 @@ of C; lane ``j`` owns column ``j`` of the block and keeps ``block_m`` sums in re
 For each k it loads ``B[k, j]`` (contiguous across lanes) and the ``block_m`` values
 ``A[i, k]`` every lane shares.
 
-Both operands are *packed* first, as BLAS libraries do: A into row panels
+Both operands are *packed* first, as BLAS libraries do (A is read in place when that is
+safe and no slower, see :func:`matmul`): A into row panels
 ``[M/block_m, K, block_m]`` and B into column panels ``[N/lanes, K, lanes]``, zero-padded
 to whole panels. Each work-group then streams two contiguous panels, one cache line of
 each per k. Unpacked, the k-th rows of a column panel are N floats apart, which for
@@ -36,15 +37,19 @@ def gemm_kernel(block_m: int = BLOCK_M, lanes: int = LANES):
 
     @kernel(sub_group_size=lanes)
     def gemm(item: kapi.NdItem,
-             a_panels,   # IN  float32 [M/block_m, K, block_m]  (flat)
+             a_panels,   # IN  float32 [M/block_m, K, block_m] (flat), or A [M, K] itself
              b_panels,   # IN  float32 [N/lanes, K, lanes]      (flat)
              c,          # OUT float32 [M, N]                   (flat)
-             n_panels, k, m, n):
+             n_panels, k, m, n,
+             a_packed):  # 1: a_panels is packed; 0: it is A, with M % block_m == 0
         lane = item.get_local_id(0)
         group = item.get_group().get_group_id(0)
         row_panel, col_panel = group // n_panels, group % n_panels
+        a_start, a_row_pitch, a_pitch = row_panel * k * block_m, 1, block_m
+        if a_packed == 0:
+            a_start, a_row_pitch, a_pitch = row_panel * block_m * k, k, 1
         sums = column_dot(b_panels, col_panel * k * lanes, lanes,
-                          a_panels, row_panel * k * block_m, 1, block_m, k, lane)
+                          a_panels, a_start, a_row_pitch, a_pitch, k, lane)
         row, col = row_panel * block_m, col_panel * lanes + lane
         if col < n:  # the last panels of a ragged M or N store what they have
             store_column(c, row * n + col, n, sums, m - row)
@@ -93,16 +98,27 @@ def matmul(a, b, out=None):
         raise ValueError(f"out: expected a C-contiguous dpnp float32 array of shape "
                          f"{(m, n)}, got {type(out).__name__} "
                          f"{getattr(out, 'dtype', '')} {tuple(getattr(out, 'shape', ()))}")
-    a_panels = pack_panels(a, BLOCK_M, rows_are_panels=True, name="gemm.a")
+    # A is read in place when its row panels are whole, it is float32 on the device and
+    # its rows are not a multiple of 4 KiB apart (the block's 16 rows would share L1
+    # sets: 90 vs 193 GFLOP/s measured at K = 1024, see STACK.md); else packed. At
+    # N = 512: pack + kernel 2.5 ms, kernel on A in place 1.85 ms.
+    a_in_place = (isinstance(a, dpnp.ndarray) and a.dtype == np.float32
+                  and m % BLOCK_M == 0 and (4 * k) % 4096 != 0)
+    if a_in_place:
+        a_panels, m_panels = dpnp.ascontiguousarray(a), m // BLOCK_M
+    else:
+        a_panels = pack_panels(a, BLOCK_M, rows_are_panels=True, name="gemm.a")
+        m_panels = a_panels.shape[0]
     b_panels = pack_panels(b, LANES, rows_are_panels=False, name="gemm.b")
-    m_panels, n_panels = a_panels.shape[0], b_panels.shape[0]
+    n_panels = b_panels.shape[0]
     c = out if out is not None else dpnp.empty((m, n), dtype=np.float32,
                                                sycl_queue=a_panels.sycl_queue)
     if k == 0:
         c[...] = 0
     elif m_panels and n_panels:
         launch(gemm_kernel(), (m_panels * n_panels * LANES,), (LANES,),
-               a_panels.reshape(-1), b_panels.reshape(-1), c.reshape(-1), n_panels, k, m, n)
+               a_panels.reshape(-1), b_panels.reshape(-1), c.reshape(-1), n_panels, k, m, n,
+               0 if a_in_place else 1)
     return c if device_in or out is not None else dpnp.asnumpy(c)
 
 
