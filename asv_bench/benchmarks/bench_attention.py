@@ -2,8 +2,8 @@
 
 Shapes are sized for 2 CPU cores: at ~0.1-0.2 TFLOP/s a prefill call takes 10-200 ms and
 a decode call reads 67 MB of K/V. asv runs each parameter combination of each method in
-a process of its own, which pays the import (~0.7 s) and the JIT compile (~1-4 s) again,
-so the grid is kept to 23 combinations (69 processes) to keep the whole suite near
+a process of its own, which pays the import (~0.7 s) and the JIT compile (~1-6 s) again,
+so the grid is kept to about two dozen combinations to keep the whole suite near
 10 minutes. Prefill families track TFLOP/s (causal: only visible pairs counted),
 decode tracks GB/s of K/V read.
 """
@@ -82,6 +82,19 @@ class Decode(_TracksGbps, _AttentionBench):
                          seq_len_kv=1, seq_len_kv_cache=4096, use_paged_kv=True,
                          page_size=page_size, kv_layout=layout, is_causal=True,
                          head_dim=128, dtype="float16")
+
+
+class LongDecode(_TracksGbps, _AttentionBench):
+    """One query over a 32768-token paged cache with a single KV head (MQA), B1 Hq8 D128
+    fp16: longer than ``fmha.decode.SPLIT_KEYS``, so the decode kernel splits the keys
+    across work-groups and combines them (one (sequence, KV head) would else be one
+    work-group on one core)."""
+
+    def config(self):
+        return RunConfig(batch=1, num_heads_q=8, num_heads_kv=1, seq_len_qo=1,
+                         seq_len_kv=1, seq_len_kv_cache=32768, use_paged_kv=True,
+                         page_size=64, kv_layout="HND", is_causal=True, head_dim=128,
+                         dtype="float16")
 
 
 class SeedExample(_TracksTflops, _AttentionBench):
