@@ -115,13 +115,14 @@ def store_results(n: int):
 # staging B into local memory first had given 17.7-21.9 ms over runs. Rows of B are
 # re-read for each row of A, from L1.
 
+@factory
 def _row_forms(chunks: int, lanes: int, valid: int, dtype: str):
     """Two small generated functions over one row of B, this lane's ``chunks`` elements
-    at ``b[row + c * lanes]`` (``row`` includes the lane), converted to float32 and 0
-    past ``valid``:
+    ``B[c] = b[row + c * lanes]`` (``row`` = the row's start + ``lane``, passed as
+    ``row_lane``), converted to float32 and 0 past ``valid``:
 
-    * ``row_dot(xs, b, row) -> sum_c xs[c] * B[c]``  (``xs`` a tuple of ``chunks``);
-    * ``row_axpy(cs, p, b, row) -> (cs[c] + p * B[c] for c)``.
+    * ``row_dot(xs, b, row, lane) -> sum_c xs[c] * B[c]``  (``xs`` a tuple of ``chunks``);
+    * ``row_axpy(cs, p, b, row, lane) -> (cs[c] + p * B[c] for c)``.
 
     The vector forms call them once per row of B: unrolled in one function instead
     (16 rows x 16 chunks at D = 256), numba took up to 60 s to compile the decode kernel.
@@ -132,13 +133,13 @@ def _row_forms(chunks: int, lanes: int, valid: int, dtype: str):
         x = x if dtype == "float32" else f"load({x})"
         if (c + 1) * lanes <= valid:
             return x
-        return f"({x} if row_lane + u64({c * lanes}) < u64({valid}) else numba.float32(0.0))"
+        return f"({x} if lane + u64({c * lanes}) < u64({valid}) else numba.float32(0.0))"
 
     namespace = _vector_namespace(dtype)
-    dot = ["def row_dot(xs, b, row, row_lane):", "    s = numba.float32(0.0)"]
+    dot = ["def row_dot(xs, b, row, lane):", "    s = numba.float32(0.0)"]
     dot += [f"    s = fma(xs[{c}], {element(c)}, s)" for c in range(chunks)]
     dot += ["    return s"]
-    axpy = ["def row_axpy(cs, p, b, row, row_lane):"]
+    axpy = ["def row_axpy(cs, p, b, row, lane):"]
     axpy += [f"    c{c} = fma(p, {element(c)}, cs[{c}])" for c in range(chunks)]
     axpy += [f"    return ({names('c', chunks)},)"]
     return (device_function("\n".join(dot), "row_dot", namespace),
