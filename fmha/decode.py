@@ -15,9 +15,11 @@ would idle while every key still costs ``2 * D`` vector instructions. Here:
   ``O = alpha O + P V`` with the lanes splitting D (:func:`xetile.mma.vec_mat`).
 
 A key then costs about ``2 * D / lanes`` vector instructions per row instead of
-``2 * D`` per 16 rows: 2.5x fewer for 4 rows. Decode reads every K/V element once per
-row from L1 and once from memory, so it is bound by streaming K/V: unlike prefill it
-does not stage tiles into local memory (the copy had cost more than the arithmetic).
+``2 * D`` per 16 rows: 2.5x fewer for 4 rows. Decode reads every K/V element once from
+memory and then once per row from L1; unlike prefill it does not stage tiles into local
+memory (the copy had cost more than it saved). ``lanes`` is 8 or 16, from how far apart
+the key rows lie (see ``DECODE_LANES_NEAR``). A sequence longer than ``SPLIT_KEYS`` is
+split across work-groups, whose partial results :func:`decode_combine_kernel` merges.
 Masking, block ranges, the two phases (cache, then new keys) and the output are the
 same as in prefill, from the same modules.
 """
