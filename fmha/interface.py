@@ -240,16 +240,17 @@ def _work_list(problem, block_rows, sequences, split_keys=0):
     not change any result.
     """
     G = problem.num_heads_q // problem.num_heads_kv
+    # the third field of sequence b's work-groups (the same for each of its KV heads)
     if split_keys:
-        thirds = [list(range(max(1, -(-int(problem.seqlens_kv[b]) // split_keys))))
-                  for b in range(problem.batch)]
+        third_fields = [list(range(max(1, -(-int(problem.seqlens_kv[b]) // split_keys))))
+                        for b in range(problem.batch)]
     else:
-        thirds = [list(reversed(range(0, int(problem.seqlens_q[b]) * G, block_rows)))
-                  for b in range(problem.batch)]
+        third_fields = [list(reversed(range(0, int(problem.seqlens_q[b]) * G, block_rows)))
+                        for b in range(problem.batch)]
     items = [(b, hk, third)
              for b in sequences
              for hk in range(problem.num_heads_kv)
-             for third in thirds[b]]
+             for third in third_fields[b]]
     return np.asarray(items, dtype=np.int64).reshape(-1, WORK_FIELDS)
 
 
