@@ -105,6 +105,14 @@ class DecodeConfig:
                              f"budget {LOCAL_MEMORY_BUDGET}")
 
 
+@dpex.device_func
+def row_token_head(r, q_start, kv_head, heads_per_kv):
+    """Row ``r`` of a (sequence, KV head): query ``r // G`` of the sequence, query head
+    ``kv_head * G + r % G``. Returns ``(token, head)``: the query's index in the packed
+    q / out and its head (out row ``token * Hq + head``, lse ``[head, token]``)."""
+    return q_start + r // heads_per_kv, kv_head * heads_per_kv + r % heads_per_kv
+
+
 @xetile.factory
 def decode_kernel(config: DecodeConfig):
     """The compiled decode kernel for ``config`` (once per process)."""
@@ -184,10 +192,9 @@ def decode_kernel(config: DecodeConfig):
         hi = min(kv_len, lo + SPLIT_KEYS)
         heads_per_kv = num_heads_q // num_heads_kv
         rows = q_len * heads_per_kv
-        for r in range(rows):  # row r: query r // G of head kv_head * G + r % G
-            q_row = ((q_start + r // heads_per_kv) * num_heads_q
-                     + kv_head * heads_per_kv + r % heads_per_kv) * D
-            load(q_rows, r, q, q_row, lane)
+        for r in range(rows):
+            token, head = row_token_head(r, q_start, kv_head, heads_per_kv)
+            load(q_rows, r, q, (token * num_heads_q + head) * D, lane)
             for c in range(0, W, N):
                 q_rows[u64(r * W + c) + u64(lane)] *= scale_log2
                 acc[u64(r * W + c) + u64(lane)] = numba.float32(0.0)
@@ -222,17 +229,16 @@ def decode_kernel(config: DecodeConfig):
 
         total_q = lse.shape[0] // num_heads_q
         for r in range(rows):
-            query = r // heads_per_kv
-            head = kv_head * heads_per_kv + r % heads_per_kv
+            token, head = row_token_head(r, q_start, kv_head, heads_per_kv)
             m = stats[u64(3 * r * N) + u64(lane)]
             l = stats[u64((3 * r + 1) * N) + u64(lane)]
             inv_l, row_lse = softmax_finalize(m, l)
-            out_row = ((q_start + query) * num_heads_q + head) * D
+            out_row = (token * num_heads_q + head) * D
             for c in range(0, W, N):
                 if c + lane < D:
                     out[u64(out_row + c) + u64(lane)] = store(
                         acc[u64(r * W + c) + u64(lane)] * inv_l)
-            lse[u64(head) * u64(total_q) + u64(q_start + query)] = row_lse
+            lse[u64(head) * u64(total_q) + u64(token)] = row_lse
 
     return fmha_decode
 
@@ -262,26 +268,27 @@ def decode_combine_kernel(config: DecodeConfig):
         heads_per_kv = num_heads_q // num_heads_kv
         total_q = lse.shape[0] // num_heads_q
         for r in range(q_len * heads_per_kv):
+            first = u64((first_item * R + r) * 2)  # this row's (m, l) in split 0
             m = NEG_INF
             for s in range(splits):
-                m = max(m, partial_ml[u64((first_item + s) * R + r) * u64(2)])
+                m = max(m, partial_ml[first + u64(s * R * 2)])
             shift = m if m != NEG_INF else numba.float32(0.0)
-            query = r // heads_per_kv
-            head = kv_head * heads_per_kv + r % heads_per_kv
-            out_row = ((q_start + query) * num_heads_q + head) * D
+            l = numba.float32(0.0)
+            for s in range(splits):
+                at = first + u64(s * R * 2)
+                l += fastmath.exp2(partial_ml[at] - shift) * partial_ml[at + u64(1)]
+            inv_l, row_lse = softmax_finalize(m, l)
+            token, head = row_token_head(r, q_start, kv_head, heads_per_kv)
+            out_row = (token * num_heads_q + head) * D
             for c in range(0, W, N):
                 o = numba.float32(0.0)
-                l = numba.float32(0.0)
                 for s in range(splits):
-                    at = u64((first_item + s) * R + r)
-                    w = fastmath.exp2(partial_ml[at * u64(2)] - shift)
-                    l += w * partial_ml[at * u64(2) + u64(1)]
-                    o += w * partial_acc[at * u64(W) + u64(c + lane)]
-                inv_l, row_lse = softmax_finalize(m, l)
+                    w = fastmath.exp2(partial_ml[first + u64(s * R * 2)] - shift)
+                    o += w * partial_acc[u64(((first_item + s) * R + r) * W + c + lane)]
                 if c + lane < D:
                     out[u64(out_row + c) + u64(lane)] = store(o * inv_l)
-                if c == 0 and lane == 0:
-                    lse[u64(head) * u64(total_q) + u64(q_start + query)] = row_lse
+            if lane == 0:
+                lse[u64(head) * u64(total_q) + u64(token)] = row_lse
 
     return fmha_decode_combine
 

@@ -185,16 +185,19 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
     cu_new = np.concatenate([[0], np.cumsum(problem.seqlens_kv_new)])
     table_starts = np.arange(B, dtype=np.int64) * table.shape[1]
     seqlens = pack_seqlens(cu_q, cu_new, problem.cache_seqlens, table_starts)
-    plans = [(plan, _work_list(problem, plan.rows_per_group, sequences, plan.split_keys))
-             for plan, sequences in _plans(problem)]
-    # every integer table of the launch travels in one copy (each copy costs ~80 us)
+    plans = []
+    for plan, sequences in _plans(problem):
+        work = _work_list(problem, plan.rows_per_group, sequences, plan.split_keys)
+        plans.append((plan, work, _combine_list(problem, work, plan.split_keys)))
+    # every integer table of the call travels in one copy (each copy costs ~80 us)
     tables = xp.upload([table, np.zeros(1, np.int64), seqlens, sources]
-                       + [work for _, work in plans])
+                       + [t for _, work, combine in plans for t in (work, combine)])
     table_dev, one_page, seqlens_dev, sources_dev = tables[:4]
     out_flat = xp.empty(total_q * Hq * D, dev_dtype)
     lse_flat = xp.empty(max(Hq * total_q, 1), np.float32)
     inputs = (q_flat, k_flat, v_flat, kc_flat, vc_flat, table_dev, one_page, seqlens_dev)
-    for (plan, work), work_dev in zip(plans, tables[4:]):
+    for i, (plan, work, combine) in enumerate(plans):
+        work_dev, combine_dev = tables[4 + 2 * i], tables[5 + 2 * i]
         if not len(work):
             continue
         status = (xp.scratch("fmha.status", 1, np.int32),) if plan.reports_sub_group else ()
@@ -205,11 +208,10 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
             Hq, Hkv, int(bool(problem.causal)), np.float32(problem.softmax_scale * LOG2E))
         if status:
             check_sub_group_size(status[0], plan.lanes, "fmha_decode", plan.kernel)
-        combine = _combine_list(problem, work, plan.split_keys)
         if len(combine):
             xetile.launch(plan.combine(), (len(combine) * plan.lanes,), (plan.lanes,),
-                          seqlens_dev, xp.upload([combine])[0],
-                          *scratch[:2], out_flat, lse_flat, Hq, Hkv)  # the partials
+                          seqlens_dev, combine_dev, *scratch[:2],  # the partials
+                          out_flat, lse_flat, Hq, Hkv)
 
     result = xp.result(out_flat, q, problem.dtype, out)
     if not return_lse:

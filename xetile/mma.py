@@ -118,8 +118,8 @@ def store_results(n: int):
 @factory
 def _row_forms(chunks: int, lanes: int, valid: int, dtype: str):
     """Two small generated functions over one row of B, this lane's ``chunks`` elements
-    ``B[c] = b[row + c * lanes]`` (``row`` = the row's start + ``lane``, passed as
-    ``row_lane``), converted to float32 and 0 past ``valid``:
+    ``B[c] = b[row + c * lanes]`` (``row`` = the row's start + ``lane``), converted to
+    float32 and 0 past ``valid`` (``lane + c * lanes >= valid``):
 
     * ``row_dot(xs, b, row, lane) -> sum_c xs[c] * B[c]``  (``xs`` a tuple of ``chunks``);
     * ``row_axpy(cs, p, b, row, lane) -> (cs[c] + p * B[c] for c)``.
