@@ -82,17 +82,18 @@ def test_decode_long_paged_cache(page_size):
     check_against_reference(kwargs, out, lse)
 
 
-@pytest.mark.parametrize("layout", ["HND", "NHD"])
-def test_decode_splits_long_sequences_and_combines_them(layout):
+@pytest.mark.parametrize("layout, head_dim", [("HND", 64), ("NHD", 40)])
+def test_decode_splits_long_sequences_and_combines_them(layout, head_dim):
     """Sequences longer than SPLIT_KEYS are walked by several work-groups and merged:
     the split boundaries fall inside the cache, inside the new keys and (sequence 1) past
-    what its causal rows can see; a short sequence in the same batch is not split."""
+    what its causal rows can see; a short sequence in the same batch is not split; D 40
+    leaves the last lane chunk partly empty."""
     from fmha.decode import SPLIT_KEYS
 
     kwargs = make_problem(batch=3, seqlens_q=[1, 3, 2], seqlens_kv=[1, 40, 0],
                           cache_seqlens=[2 * SPLIT_KEYS + 5, SPLIT_KEYS - 20, 100],
-                          num_heads_q=4, num_heads_kv=2, varlen=True, paged=True,
-                          page_size=7, kv_layout=layout, causal=True, seed=11)
+                          num_heads_q=4, num_heads_kv=2, head_dim=head_dim, varlen=True,
+                          paged=True, page_size=7, kv_layout=layout, causal=True, seed=11)
     out, lse = fmha.attention(**kwargs, return_lse=True)
     check_against_reference(kwargs, out, lse)
 
