@@ -86,28 +86,6 @@ def test_patched_numba_dpex_functions_exist_and_are_wrapped():
     assert not getattr(fn.__wrapped__, "__xetile_patched__", False)
 
 
-def test_argument_typing_memo_gives_the_types_numba_dpex_gives():
-    """The memoised typeof returns, for every kind of argument xetile passes, the type
-    numba-dpex's own implementation returns (and the same object when asked again)."""
-    import dpctl
-    import dpnp
-    from numba import typeof
-    from numba.extending import typeof_impl
-    from numba_dpex import kernel_api as kapi
-
-    other_queue = dpctl.SyclQueue(dpnp.zeros(1).sycl_queue.sycl_device)
-    values = [dpnp.zeros(5, dtype=np.float32), dpnp.zeros((3, 4), dtype=np.int64),
-              dpnp.zeros((3, 4), dtype=np.float32)[:, 1:], dpnp.zeros(8, dtype=np.uint16),
-              dpnp.zeros(5, dtype=np.float32, sycl_queue=other_queue),
-              dpnp.zeros(6, dtype=np.float32)[1:],
-              kapi.LocalAccessor(64, np.float32), kapi.LocalAccessor((2, 3), np.int32)]
-    for value in values:
-        patched = typeof_impl.dispatch(type(value))
-        assert getattr(patched, "__xetile_patched__", False)
-        assert typeof(value) == patched.__wrapped__(value, None)
-        assert typeof(value) is typeof(value)
-
-
 def test_required_sub_group_size_is_honoured():
     import dpnp
     from xetile import subgroup

@@ -14,11 +14,9 @@ patches add what xetile needs; each wraps the original function and keeps its be
    we attach the ``intel_reqd_sub_group_size`` metadata, which llvm-spirv turns into the
    SubgroupSize execution mode. Without it the CPU runtime picks the size itself (16
    with AVX-512), and every lane-mapping decision would be a guess.
-3. Launching a kernel types every argument anew (numba's ``typeof``): 13 us for a dpnp
-   array, 25 us for a ``LocalAccessor``, ~0.25 ms per launch of the decode kernel, a
-   sixth of a small call. The types depend only on (dtype, ndim, layout, usm type,
-   queue) and (ndim, dtype), so the registered implementations are wrapped with a
-   memo on exactly those keys (1.4 us); the types returned are the same objects.
+
+(Launching does not go through numba-dpex at all: :mod:`xetile.launcher` takes the
+SPIR-V that numba-dpex compiles and submits it through dpctl's C interface.)
 
 ``tests/test_runtime.py`` fails loudly if an upgrade moves any patched function.
 """
@@ -78,55 +76,6 @@ _WRAPPERS = {
 }
 
 
-def _memoised_typeof(original, key_of):
-    cache = {}
-
-    def typeof(val, c):
-        key = key_of(val)
-        found = cache.get(key)
-        if found is None:
-            found = cache[key] = original(val, c)
-        return found
-    return typeof
-
-
-def _dpnp_key(val):
-    from numba.np import numpy_support
-    return (val.dtype, val.ndim, numpy_support.map_layout(val), val.usm_type,
-            val.sycl_queue)
-
-
-def _local_accessor_key(val):
-    return (len(val._shape), val._dtype)  # what numba-dpex 0.23 reads  # noqa: SLF001
-
-
-def _typed_classes():
-    """(class, the numba-dpex typeof implementation expected for it, memo key)."""
-    import dpnp
-    from numba_dpex.core.typing import typeof as dpex_typeof
-    from numba_dpex.kernel_api import LocalAccessor
-
-    return ((dpnp.ndarray, dpex_typeof.typeof_dpnp_ndarray, _dpnp_key),
-            (LocalAccessor, dpex_typeof.typeof_local_accessor, _local_accessor_key))
-
-
-def _memoise_argument_types() -> None:
-    from numba.extending import typeof_impl
-
-    for cls, expected, key_of in _typed_classes():
-        current = typeof_impl.dispatch(cls)
-        if getattr(current, _MARK, False):
-            continue
-        if current is not expected:
-            raise ImportError(
-                f"xetile cannot patch numba-dpex: the typeof implementation for "
-                f"{cls.__name__} is not numba_dpex.core.typing.typeof.{expected.__name__}")
-        patched = _memoised_typeof(current, key_of)
-        setattr(patched, _MARK, True)
-        patched.__wrapped__ = current
-        typeof_impl.register(cls)(patched)
-
-
 def apply() -> None:
     """Install the patches (idempotent). Raises if numba-dpex moved a patched function."""
     for module, cls_name, meth in PATCHED:
@@ -142,7 +91,6 @@ def apply() -> None:
         setattr(patched, _MARK, True)
         patched.__wrapped__ = original
         setattr(cls, meth, patched)
-    _memoise_argument_types()
 
 
 apply()

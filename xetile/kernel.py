@@ -6,7 +6,8 @@
   configuration is compiled once per process: numba-dpex freezes the closure variables
   of a factory as compile-time constants, and an identical kernel made again by a new
   factory call would be compiled again (0.2-4 s each on this device).
-* :func:`launch` submits a kernel over an nd-range and waits for it.
+* :func:`launch` submits a kernel over an nd-range and waits for it (through
+  :mod:`xetile.launcher`, which keeps compiled kernels on disk).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import functools
 
 import numba_dpex as dpex
 
-from xetile import _dpex_patches
+from xetile import _dpex_patches, launcher
 from xetile.runtime import device
 
 
@@ -37,8 +38,21 @@ def kernel(fn=None, *, sub_group_size=None):
 
 
 def factory(make):
-    """Memoise a kernel factory ``make(config) -> kernel`` on its arguments."""
-    return functools.lru_cache(maxsize=None)(make)
+    """Memoise a kernel factory ``make(config) -> kernel`` on its arguments.
+
+    A kernel it makes is tagged with the factory's name and arguments: that is the
+    kernel's identity in the SPIR-V cache on disk (:mod:`xetile.launcher`), so the
+    arguments must say everything the kernel depends on besides the source code.
+    """
+    @functools.lru_cache(maxsize=None)
+    @functools.wraps(make)
+    def made(*args, **kwargs):
+        result = make(*args, **kwargs)
+        if hasattr(result, "get_compile_result"):  # a kernel, not a device function
+            setattr(result, launcher.IDENTITY_ATTR, (make.__module__, make.__qualname__,
+                                                     args, tuple(sorted(kwargs.items()))))
+        return result
+    return made
 
 
 def launch(kern, global_size, local_size, *args) -> None:
@@ -48,7 +62,7 @@ def launch(kern, global_size, local_size, *args) -> None:
     contiguous memory to dimension 0.
     """
     device()  # the first launch in a process runs the device self-check
-    dpex.call_kernel(kern, dpex.NdRange(tuple(global_size), tuple(local_size)), *args)
+    launcher.launch(kern, tuple(global_size), tuple(local_size), args)
 
 
 class SubGroupSizeError(RuntimeError):
