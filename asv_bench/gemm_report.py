@@ -2,7 +2,8 @@
 
     .venv/bin/python asv_bench/gemm_report.py [--sizes 512 1024 2048] [--dtypes float32 ...]
 
-``xetile`` is ``xetile.gemm.matmul`` end to end on device arrays (packing included);
+``xetile`` is ``xetile.gemm.matmul`` end to end on device arrays (packing included;
+bfloat16 as ``uint16`` bits with ``dtype="bfloat16"``, since dpnp has no bfloat16);
 ``x:out`` the same into a preallocated ``out=`` (against ``numpy.matmul(out=)``: both
 then skip the first-touch page faults of a fresh result); ``kernel`` is the GEMM kernel
 alone on packed panels. numpy gets host float32 arrays (16-bit inputs are multiplied in
@@ -26,7 +27,15 @@ from xetile.gemm import BLOCK_M, LANES, gemm_kernel, matmul, pack_panels  # noqa
 from xetile.dtypes import host_bfloat16  # noqa: E402
 
 
+SETTLE_SECONDS = 0.2
+
+
 def best(call, repeat):
+    """The best of ``repeat`` timed calls, after one untimed call and a pause: numpy's
+    BLAS threads and the SYCL runtime's workers each spin for a while after their last
+    job, and measured right after the other library every call ran up to 2x slower."""
+    call()
+    time.sleep(SETTLE_SECONDS)
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -58,15 +67,16 @@ def main(argv=None):
         for name in args.dtypes:
             dtype = host_bfloat16() if name == "bfloat16" else np.dtype(name)
             a, b = a32.astype(dtype), b32.astype(dtype)
-            if name == "bfloat16":  # device form: uint16 bits; matmul takes numpy bf16
-                xa, xb = a, b
-            else:
-                xa, xb = dpnp.asarray(a), dpnp.asarray(b)
-            matmul(xa, xb)
-            t_x = best(lambda: matmul(xa, xb), args.repeat)
+            bits = None
+            if name == "bfloat16":  # dpnp has no bfloat16: its bits travel as uint16
+                a, b, bits = a.view(np.uint16), b.view(np.uint16), name
+            xa, xb = dpnp.asarray(a), dpnp.asarray(b)
+            matmul(xa, xb, dtype=bits)
+            t_x = best(lambda: matmul(xa, xb, dtype=bits), args.repeat)
             c_out = dpnp.empty((n, n), dtype=np.float32)
-            t_x_out = best(lambda: matmul(xa, xb, out=c_out), args.repeat)
-            ap, bp = pack_panels(xa, BLOCK_M, True), pack_panels(xb, LANES, False)
+            t_x_out = best(lambda: matmul(xa, xb, out=c_out, dtype=bits), args.repeat)
+            ap = pack_panels(xa, BLOCK_M, True, dtype=bits)
+            bp = pack_panels(xb, LANES, False, dtype=bits)
             c = dpnp.empty((n, n), dtype=np.float32)
             launch_args = ((ap.shape[0] * bp.shape[0] * LANES,), (LANES,), ap.reshape(-1),
                            bp.reshape(-1), c.reshape(-1), bp.shape[0], n, n, n, 1)

@@ -190,6 +190,23 @@ def test_gemm_matches_numpy_on_ragged_shapes(shape, dtype):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.sqrt(k))
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_gemm_takes_16_bit_bits_on_the_device(dtype):
+    m, k, n = 19, 40, 23
+    rng = np.random.default_rng(7)
+    host_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    a = rng.standard_normal((m, k)).astype(host_dtype)
+    b = rng.standard_normal((k, n)).astype(host_dtype)
+    bits_a, bits_b = dpnp.asarray(a.view(np.uint16)), dpnp.asarray(b.view(np.uint16))
+    got = dpnp.asnumpy(matmul(bits_a, bits_b, dtype=dtype))
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+    with pytest.raises(TypeError, match="dtype: expected 'float16' or 'bfloat16'"):
+        matmul(bits_a, bits_b)
+    with pytest.raises(TypeError, match="dtype: expected"):
+        matmul(a.astype(np.float32), b.astype(np.float32), dtype=dtype)
+
+
 def test_gemm_dpnp_in_dpnp_out_and_errors():
     a = dpnp.asarray(np.arange(6, dtype=np.float32).reshape(2, 3))
     b = dpnp.asarray(np.ones((3, 4), np.float32))

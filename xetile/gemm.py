@@ -70,18 +70,21 @@ def gemm_kernel(block_m: int = BLOCK_M, lanes: int = LANES, band_rows: int = BAN
     return gemm
 
 
-def matmul(a, b, out=None):
+def matmul(a, b, out=None, dtype=None):
     """``a @ b`` for 2-D float32, float16 or bfloat16 arrays (numpy or dpnp).
 
     Parameters
     ----------
     a : array ``[M, K]``
     b : array ``[K, N]``
-        float32 or float16 (numpy or dpnp), bfloat16 (numpy ``ml_dtypes.bfloat16``).
-        Both of one dtype.
+        float32 or float16 (numpy or dpnp), bfloat16 (numpy ``ml_dtypes.bfloat16``), or
+        ``uint16`` arrays holding float16 / bfloat16 bits (numpy or dpnp; dpnp has no
+        bfloat16), with ``dtype``. Both of one dtype.
     out : dpnp float32 array ``[M, N]``, C-contiguous, optional
         Written in place and returned (saves the first-touch page faults of a fresh
         result, as ``numpy.matmul(..., out=)`` does on the host).
+    dtype : {"float16", "bfloat16"}, optional
+        What the bits of ``uint16`` inputs are; required for them, refused for others.
 
     Returns
     -------
@@ -104,6 +107,10 @@ def matmul(a, b, out=None):
                          f"and {tuple(b.shape)}")
     if a.dtype != b.dtype:
         raise TypeError(f"matmul: a and b must share a dtype, got {a.dtype} and {b.dtype}")
+    if (a.dtype == np.uint16) != (dtype is not None) or dtype not in (
+            None, "float16", "bfloat16"):
+        raise TypeError(f"dtype: expected 'float16' or 'bfloat16' for uint16 bits and "
+                        f"nothing for float inputs, got dtype={dtype!r} for {a.dtype} inputs")
     m, k = a.shape
     n = b.shape[1]
     if out is not None and (not isinstance(out, dpnp.ndarray) or out.dtype != np.float32
@@ -120,9 +127,9 @@ def matmul(a, b, out=None):
     if a_in_place:
         a_panels, m_panels = dpnp.ascontiguousarray(a), m // BLOCK_M
     else:
-        a_panels = pack_panels(a, BLOCK_M, rows_are_panels=True, name="gemm.a")
+        a_panels = pack_panels(a, BLOCK_M, rows_are_panels=True, name="gemm.a", dtype=dtype)
         m_panels = a_panels.shape[0]
-    b_panels = pack_panels(b, LANES, rows_are_panels=False, name="gemm.b")
+    b_panels = pack_panels(b, LANES, rows_are_panels=False, name="gemm.b", dtype=dtype)
     n_panels = b_panels.shape[0]
     c = out if out is not None else dpnp.empty((m, n), dtype=np.float32,
                                                sycl_queue=a_panels.sycl_queue)
@@ -135,15 +142,15 @@ def matmul(a, b, out=None):
     return c if device_in or out is not None else dpnp.asnumpy(c)
 
 
-def pack_panels(x, width, rows_are_panels, name=None):
-    """``x [R, C]`` (numpy or dpnp, any storage dtype) packed by
-    :func:`xetile.tile.pack_panels_kernel` into a float32 dpnp array
+def pack_panels(x, width, rows_are_panels, name=None, dtype=None):
+    """``x [R, C]`` (numpy or dpnp, float32 / float16 / bfloat16, or ``uint16`` bits of
+    ``dtype``) packed by :func:`xetile.tile.pack_panels_kernel` into a float32 dpnp array
     ``[panels, depth, width]``; in the reusable scratch buffer ``name`` if given."""
     import dpnp
 
-    if x.dtype == np.uint16:
-        raise TypeError("pack_panels: uint16 bits need a dtype; pass float arrays")
-    dtype = dtype_name(x.dtype)
+    if (x.dtype == np.uint16) != (dtype is not None):
+        raise TypeError("pack_panels: uint16 bits need a dtype, float arrays have one")
+    dtype = dtype or dtype_name(x.dtype)
     dev = storage(dtype).device_dtype
     if isinstance(x, np.ndarray):
         flat = dpnp.asarray(np.ascontiguousarray(x).view(dev).reshape(-1))
