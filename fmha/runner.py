@@ -475,7 +475,8 @@ def run(config: RunConfig, iterations: int = 10, check: bool = False,
     def call():
         return attention(**kwargs)
 
-    log(f"compiling kernel for {config.describe()} (first call, a few seconds)...")
+    log(f"first call for {config.describe()} (compiles the kernel unless the SPIR-V "
+        "cache has it: a few seconds)...")
     start = time.perf_counter()
     try:
         out = call()
@@ -525,7 +526,7 @@ def format_report(result: dict) -> str:
     counted = ("causal: only the visible (query, key) pairs are counted"
                if c["is_causal"] else "all (query, key) pairs")
     lines += [
-        f"compile: {result['compile_s']:.3f} s (first call: JIT compile + one run)",
+        f"compile: {result['compile_s']:.3f} s (first call: compile, or build from the SPIR-V cache, + one run)",
         f"time:    mean {result['mean_ms']:.3f} ms, best {result['best_ms']:.3f} ms per "
         f"call over {result['iterations']} timed call(s)",
         f"compute: {result['tflops']:.4f} TFLOP/s at best time "

@@ -13,7 +13,8 @@ from numba-dpex once and does the rest itself:
    numba-dpex's compiler, and is then stored there. The cache key covers the kernel's
    identity (the factory and its arguments, see :func:`xetile.kernel.factory`), the
    source of every module of the packages involved, and the versions of the compiler
-   stack, so an edit or an upgrade never meets a stale binary.
+   stack, so an edit or an upgrade never meets a stale binary. Only the newest
+   ``CACHE_FILES`` files are kept.
 3. **Build.** ``dpctl.program.create_program_from_spirv`` builds it for the queue's
    context (the CPU runtime's JIT, ~0.1-0.5 s), once per process.
 4. **Submit.** The arguments are flattened exactly as numba-dpex's launcher flattens them
@@ -23,8 +24,8 @@ from numba-dpex once and does the rest itself:
    the USM pointer itself, the others by address), a local accessor the same with a
    ``MDLocalAccessor`` descriptor in place of ``data``; the nd-range is
    reversed (numba-dpex's dimension 0 is OpenCL's x, SYCL's last). One call of
-   ``DPCTLQueue_SubmitNDRange``, then a wait: a launch costs tens of microseconds of
-   Python instead of ~0.45 ms of numba dispatch.
+   ``DPCTLQueue_SubmitNDRange``, then a wait: launching a 10-argument kernel and
+   waiting for it took 52 us, against 104 us through numba-dpex (median of 2000).
 
 Set ``XETILE_CACHE_DIR`` to choose the cache directory; set it to an empty string to keep
 no cache on disk.
