@@ -1,5 +1,6 @@
 """xetile.launcher: the same results as numba-dpex's own launcher, and the SPIR-V cache on
 disk (a second process builds from it without compiling)."""
+import json
 import os
 import subprocess
 import sys
@@ -159,7 +160,6 @@ def _run_child(cache):
     res = subprocess.run([sys.executable, "-c", _CHILD], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    import json
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 

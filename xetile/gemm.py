@@ -84,7 +84,8 @@ def matmul(a, b, out=None, dtype=None):
         Written in place and returned (saves the first-touch page faults of a fresh
         result, as ``numpy.matmul(..., out=)`` does on the host).
     dtype : {"float16", "bfloat16"}, optional
-        What the bits of ``uint16`` inputs are; required for them, refused for others.
+        What the bits of ``uint16`` inputs are; required for them, refused for others
+        (checked by :func:`pack_panels`, before any kernel runs).
 
     Returns
     -------
@@ -107,10 +108,6 @@ def matmul(a, b, out=None, dtype=None):
                          f"and {tuple(b.shape)}")
     if a.dtype != b.dtype:
         raise TypeError(f"matmul: a and b must share a dtype, got {a.dtype} and {b.dtype}")
-    if (a.dtype == np.uint16) != (dtype is not None) or dtype not in (
-            None, "float16", "bfloat16"):
-        raise TypeError(f"dtype: expected 'float16' or 'bfloat16' for uint16 bits and "
-                        f"nothing for float inputs, got dtype={dtype!r} for {a.dtype} inputs")
     m, k = a.shape
     n = b.shape[1]
     if out is not None and (not isinstance(out, dpnp.ndarray) or out.dtype != np.float32
@@ -148,8 +145,10 @@ def pack_panels(x, width, rows_are_panels, name=None, dtype=None):
     ``[panels, depth, width]``; in the reusable scratch buffer ``name`` if given."""
     import dpnp
 
-    if (x.dtype == np.uint16) != (dtype is not None):
-        raise TypeError("pack_panels: uint16 bits need a dtype, float arrays have one")
+    if (x.dtype == np.uint16) != (dtype is not None) or dtype not in (
+            None, "float16", "bfloat16"):
+        raise TypeError(f"dtype: expected 'float16' or 'bfloat16' for uint16 bits and "
+                        f"nothing for float inputs, got dtype={dtype!r} for {x.dtype} inputs")
     dtype = dtype or dtype_name(x.dtype)
     dev = storage(dtype).device_dtype
     if isinstance(x, np.ndarray):

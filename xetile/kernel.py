@@ -48,7 +48,8 @@ def factory(make):
     @functools.wraps(make)
     def made(*args, **kwargs):
         result = make(*args, **kwargs)
-        if hasattr(result, "get_compile_result"):  # a kernel, not a device function
+        if hasattr(result, "get_compile_result"):  # a dispatcher (kernel or device
+            # function; only kernels are launched), not a tuple of them
             setattr(result, launcher.IDENTITY_ATTR, (make.__module__, make.__qualname__,
                                                      args, tuple(sorted(kwargs.items()))))
         return result

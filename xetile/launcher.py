@@ -42,6 +42,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+from numba_dpex.kernel_api import LocalAccessor
 
 CACHE_FORMAT = 1  # bump when the file layout or the flattening convention changes
 CACHE_FILES = 1000  # the newest this many SPIR-V files are kept (~90 KB each)
@@ -86,8 +87,6 @@ def signature(args) -> tuple:
     >>> signature((3, 2.0, np.float32(1)))
     (('s', <class 'int'>), ('s', <class 'float'>), ('s', <class 'numpy.float32'>))
     """
-    from numba_dpex.kernel_api import LocalAccessor
-
     key = []
     for arg in args:
         kind = type(arg)
@@ -111,30 +110,28 @@ class _Launchable:
     def __init__(self, sycl_kernel, sig):
         self.sycl_kernel = sycl_kernel  # dpctl.program.SyclKernel (keeps the program alive)
         self.kernel_ref = sycl_kernel.addressof_ref()
-        types, formats = [], []
+        type_ids, formats = [], []
         for entry in sig:
             if entry[0] == "s":
                 type_id, fmt = _SCALARS[entry[1]]
-                types.append(type_id)
+                type_ids.append(type_id)
                 formats.append(fmt + "x" * (8 - struct.calcsize(fmt)))
             else:  # an array or a local accessor: nitems, itemsize, data, shape, strides
                 nd = entry[2]
                 data = _VOID_PTR if entry[0] == "a" else _LOCAL_ACCESSOR
-                types += [_INT64, _INT64, data] + [_INT64] * (2 * nd)
+                type_ids += [_INT64, _INT64, data] + [_INT64] * (2 * nd)
                 formats += ["q", "q", "Q"] + ["q"] * (2 * nd)
-        self.count = len(types)
-        self.arg_types = (ctypes.c_int * self.count)(*types)
+        self.count = len(type_ids)
+        self.arg_types = (ctypes.c_int * self.count)(*type_ids)
         self.slots_format = "<" + "".join(formats)
         # a USM pointer or a local-accessor descriptor is passed as the pointer itself;
         # every other argument as a pointer to its value
-        self.pointer_slots = [i for i, t in enumerate(types) if t == _VOID_PTR]
-        self.local_slots = [i for i, t in enumerate(types) if t == _LOCAL_ACCESSOR]
+        self.pointer_slots = [i for i, t in enumerate(type_ids) if t == _VOID_PTR]
+        self.local_slots = [i for i, t in enumerate(type_ids) if t == _LOCAL_ACCESSOR]
 
 
 def _flatten(args):
     """The slot values of ``args`` and the local-accessor descriptors they need."""
-    from numba_dpex.kernel_api import LocalAccessor
-
     values, descriptors = [], []
     for arg in args:
         if type(arg) in _SCALARS:
