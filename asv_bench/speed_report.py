@@ -98,7 +98,8 @@ def main(argv=None):
         return seconds
 
     # decode first: it streams 268 MB, and measured after the prefill workloads' large
-    # allocations it ran up to 1.9x slower in the same process (fp16: 18.9 vs 10.0 ms;
+    # allocations it ran up to 1.9x slower in the same process (previous session; fp16:
+    # 18.9 vs 10.0 ms;
     # cause not pinned down, likely how the new arrays land in memory)
     decode, decode_problem = fmha_time(it * 3, **DECODE)
     row("fmha decode (HND pool, page 64)", decode, decode_problem, unit="gbps")

@@ -46,10 +46,11 @@ from fmha.softmax import NEG_INF
 from fmha.softmax import finalize as softmax_finalize
 
 # Lanes = keys per tile (the transpose-reduce maps key j to lane j), chosen by how far
-# apart a tile's key rows lie. Measured (B8 Hq32 Hkv8, 4096 keys, D128, launch only, back
-# to back): rows near each other (an HND pool, pitch D): 8 lanes 12.1 ms vs 16 lanes 14.3
-# (fp16 8.2 vs 10.9); rows far apart (NHD, pitch Hkv*D = 4 KiB, whose rows share L1 sets):
-# 8 lanes 20.9 vs 16 lanes 20.0 (fp16 17.2 vs 13.7).
+# apart a tile's key rows lie. Measured (B8 Hq32 Hkv8, 4096 keys, D128, best of 24, the
+# choices alternated in fresh processes; docs/design.md section 3b): rows near each other
+# (an HND pool, pitch D): fp16 8 lanes 9.5-10.4 ms vs 16 lanes 12.1-13.4 (fp32 15.5-19.3
+# vs 14.3-16.2, noisy); rows far apart (NHD, pitch Hkv*D = 4 KiB, whose rows share L1
+# sets): 16 lanes 21.1-23.4 vs 8 lanes 23.2-24.0 (fp16 15.0-16.9 vs 17.6-18.2).
 DECODE_LANES_NEAR = 8
 DECODE_LANES_FAR = 16
 NEAR_ROW_PITCH = 1024  # bytes: key rows closer than this are "near"

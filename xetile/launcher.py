@@ -16,7 +16,7 @@ from numba-dpex once and does the rest itself:
    stack, so an edit or an upgrade never meets a stale binary. Only the newest
    ``CACHE_FILES`` files are kept.
 3. **Build.** ``dpctl.program.create_program_from_spirv`` builds it for the queue's
-   context (the CPU runtime's JIT, ~0.1-0.5 s), once per process.
+   context (the CPU runtime's JIT, 0.3-0.5 s for the attention kernels), once per process.
 4. **Submit.** The arguments are flattened exactly as numba-dpex's launcher flattens them
    (``numba_dpex/core/utils/kernel_flattened_args_builder.py``; the test
    ``tests/test_launcher.py`` runs one kernel both ways): an array becomes

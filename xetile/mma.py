@@ -109,8 +109,9 @@ def store_results(n: int):
 # B is read where it lies in global memory: row j of B starts at ``b[b_rows[j]]`` (a tuple
 # of sub-group-uniform element offsets, e.g. from :func:`xetile.page_table.row_starts`),
 # and each lane reads its slice of the depth, so every load is contiguous across lanes.
-# B is walked row by row, so each row's cache lines come in order. Measured on the decode
-# benchmark (B8 Hq32 Hkv8, 4096 keys, HND, launch only, back to back): in place, chunk
+# B is walked row by row, so each row's cache lines come in order. Measured in the
+# previous session on the decode benchmark (B8 Hq32 Hkv8, 4096 keys, HND, launch only,
+# back to back; the earlier forms are gone, so not re-measured since): in place, chunk
 # by chunk across the 16 rows, 21.0 ms (fp16 13.9); row by row, 15.6 ms (fp16 12.8);
 # staging B into local memory first had given 21.9 ms per call. Rows of B are
 # re-read for each row of A, from L1.
@@ -125,7 +126,8 @@ def _row_forms(chunks: int, lanes: int, valid: int, dtype: str):
     * ``row_axpy(cs, p, b, row, lane) -> (cs[c] + p * B[c] for c)``.
 
     The vector forms call them once per row of B: unrolled in one function instead
-    (16 rows x 16 chunks at D = 256), numba took up to 60 s to compile the decode kernel.
+    (16 rows x 16 chunks at D = 256), numba took up to 60 s to compile the decode kernel
+    (seen in the previous session).
     LLVM inlines them, so the tuples stay in registers.
     """
     def element(c: int) -> str:

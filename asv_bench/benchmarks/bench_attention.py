@@ -2,7 +2,8 @@
 
 Shapes are sized for 2 CPU cores: at ~0.1-0.2 TFLOP/s a prefill call takes 10-200 ms and
 a decode call reads 67 MB of K/V. asv runs each parameter combination of each method in
-a process of its own, which pays the import (~0.7 s) and the JIT compile (~1-6 s) again,
+a process of its own, which pays the import (0.7-1 s) and the kernel build (0.3-1.2 s
+from the SPIR-V cache of an earlier process, 3-4 s when compiled) again,
 so the grid is kept to about two dozen combinations to keep the whole suite near
 10 minutes. Prefill families track TFLOP/s (causal: only visible pairs counted),
 decode tracks GB/s of K/V read.
