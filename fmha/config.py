@@ -12,13 +12,17 @@ from xetile.dtypes import STORAGE
 # (one AVX2 register) are what prefill falls back to only if 16 cannot fit.
 SUB_GROUP_SIZES = (16, 8)
 BLOCK_N_CHOICES = (16, 8)
-# A work-group may own two tiles of block_m rows that share every staged K/V tile:
-# staging (a copy bound by store bandwidth, ~16% of prefill time) then costs half as
-# much per row.
-ROW_TILES_CHOICES = (2, 1)
+# A work-group owns up to four tiles of block_m rows, which share every staged K/V tile
+# and every value loaded from it (fmha.kernel.tile_step). The staging copy then costs a
+# quarter as much per row, and each K/V value loaded feeds four FMAs. Measured on the
+# seed shape, non-causal (Intel Xeon, 2 cores, alternated fresh processes, best of 10):
+# two row tiles taking turns (a load per FMA) 307 ms; two sharing the loads 237-251;
+# four 190-207.
+ROW_TILES_CHOICES = (4, 2, 1)
 MAX_HEAD_DIM = 256
-# Local memory per work-group, as the device reports it. Exceeding it is not refused:
-# the kernel then silently computes garbage (seen with D=192 at 36 KiB).
+# Local memory per work-group, as the device reports it. Launched through numba-dpex, a
+# kernel over it silently computed garbage (seen with D=192 at 36 KiB); xetile's
+# launcher gets the submission refused. Either way it is checked before compiling.
 LOCAL_MEMORY_BUDGET = 32 * 1024
 
 
@@ -52,9 +56,9 @@ class FmhaConfig:
 
         ``block_n`` (keys per tile) is chosen first and from ``head_dim`` alone: it sets
         the order of every sum, so a row's result must not depend on anything else
-        (batch invariance). Then 16 lanes before 8, and two row tiles when there are
-        more than ``block_m`` rows (``Sq * Hq / Hkv``) to fill them: neither changes any
-        row's arithmetic.
+        (batch invariance). Then 16 lanes before 8, and as many row tiles as the rows
+        (``Sq * Hq / Hkv`` per KV head) fill, up to four: neither changes any row's
+        arithmetic.
         """
         for block_n in BLOCK_N_CHOICES:
             if cls(head_dim, dtype, SUB_GROUP_SIZES[0], block_n).local_memory_bytes \
@@ -62,7 +66,7 @@ class FmhaConfig:
                 continue
             for block_m in SUB_GROUP_SIZES:
                 for row_tiles in ROW_TILES_CHOICES:
-                    if row_tiles > 1 and rows_per_kv_head <= block_m:
+                    if row_tiles > 1 and rows_per_kv_head <= (row_tiles // 2) * block_m:
                         continue
                     config = cls(head_dim, dtype, block_m, block_n, row_tiles)
                     if config.local_memory_bytes <= LOCAL_MEMORY_BUDGET:
@@ -80,9 +84,9 @@ class FmhaConfig:
 
     @property
     def local_memory_bytes(self) -> int:
-        """Output accumulators (lane tiles) + a K and a V row tile, float32. (The Q lane
-        tiles live in a global workspace: they would not fit beside them.)"""
-        return 4 * self.tile_width * (self.rows_per_group + 2 * self.block_n)
+        """A K and a V row tile, float32. (The Q and output lane tiles live in a global
+        workspace: four row tiles of them would not fit beside the K/V tiles.)"""
+        return 4 * self.tile_width * 2 * self.block_n
 
     def can_implement(self) -> None:
         """Raise ``ValueError`` if this configuration cannot be compiled."""

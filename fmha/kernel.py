@@ -7,14 +7,16 @@ Work decomposition (FlashAttention-2's, with GQA packing):
   heads of a group into one tile makes every K/V tile serve G heads at once.
 * A work-group is one sub-group of ``block_m`` lanes and owns ``row_tiles`` tiles of
   ``block_m`` consecutive rows; **lane = row** (of each tile). Its Q rows (scaled by
-  ``softmax_scale * log2 e``) live in lane tiles of a global workspace, its output
-  accumulators in lane tiles of local memory (:mod:`xetile.tile`).
+  ``softmax_scale * log2 e``) and its output accumulators live in lane tiles of a global
+  workspace (:mod:`xetile.tile`, :mod:`xetile.workspace`); local memory holds the K and
+  V tiles only.
 * It walks KV tiles of ``block_n`` keys: phase 1 the cache (through the page table, or
   the contiguous cache seen as one page per sequence), phase 2 the new keys. Each tile is
   gathered once into a local row tile (which also converts 16-bit storage to float32,
-  zero-fills rows past the end and de-aliases the 4 KiB key pitch of NHD layouts), then,
-  for each row tile in turn, ``S = Q Kᵀ`` (registers), online softmax,
-  ``O = alpha O + P V``.
+  zero-fills rows past the end and de-aliases the 4 KiB key pitch of NHD layouts), then
+  (:func:`tile_step`) ``S = Q Kᵀ`` for all row tiles at once (registers), online
+  softmax, ``O = alpha O + P V`` for all row tiles at once: each K or V value loaded
+  serves every row tile (:mod:`xetile.mma`).
 * Per phase, tiles that every row sees in full run without a mask; boundary and
   causal-diagonal tiles run with one; tiles no row sees are skipped
   (:mod:`fmha.block_info`).
@@ -32,6 +34,7 @@ from numba_dpex import kernel_api as kapi
 
 import xetile
 from xetile import mma, page_table, rowstats, tile, workspace
+from xetile._codegen import device_function, names
 
 from fmha.block_info import make_block_range
 from fmha.config import FmhaConfig
@@ -54,11 +57,9 @@ def attention_kernel(config: FmhaConfig):
     R = config.row_tiles
     ops = tile.tile_ops(config.dtype, W, D, M)
     gather = page_table.gather_rows(ops, N)
-    scores_of = mma.mma_abt(N, M)
-    accumulate = mma.mma_ab(N, W, M)
-    mask = rowstats.mask_row(N)
     block_range = make_block_range(N)
-    softmax_update, softmax_finalize = make_softmax(N)
+    softmax_finalize = make_softmax(N)[1]
+    attend_tile = tile_step(config)
 
     @dpex.device_func
     def attend_source(q_tiles, q_base, acc, k_tile, v_tile, k_src, v_src, table,
@@ -73,16 +74,9 @@ def attention_kernel(config: FmhaConfig):
                    row_stride, first, n_keys, lane)
             gather(v_tile, v_src, table, table_start, page_size, base, page_stride,
                    row_stride, first, n_keys, lane)
-            for t in range(R):  # the row tiles take turns on the staged K and V
-                scores = scores_of(q_tiles, q_base + t * W * M, M, k_tile, 0, W, 1, W, lane)
-                if block >= n_unmasked:
-                    query = (first_row + t * M + lane) // heads_per_kv
-                    scores = mask(scores, first_pos + first, first_pos + n_keys,
-                                  key_limit(causal, query, q_len, kv_len))
-                p, m_t, l_t, alpha = softmax_update(scores, m[t], l[t])
-                m[t] = m_t
-                l[t] = l_t
-                accumulate(p, v_tile, acc, t * W * M, alpha, lane)
+            attend_tile(q_tiles, q_base, acc, k_tile, v_tile, block >= n_unmasked,
+                        first_pos + first, first_pos + n_keys, causal, first_row,
+                        heads_per_kv, q_len, kv_len, m, l, lane)
         return 0
 
     @xetile.kernel(sub_group_size=M)
@@ -101,7 +95,7 @@ def attention_kernel(config: FmhaConfig):
         out,          # OUT [total_q * Hq * D]        storage dtype
         lse,          # OUT float32 [Hq * total_q]
         q_tiles,      # SCRATCH global float32 [n_groups, R, W, M] (lane tiles)
-        acc,          # SCRATCH local float32 [R, W, M]  (lane tiles)
+        acc,          # SCRATCH global float32 [n_groups, R, W, M] (lane tiles)
         k_tile,       # SCRATCH local float32 [N, W]     (row tile)
         v_tile,       # SCRATCH local float32 [N, W]     (row tile)
         num_heads_q,
@@ -116,7 +110,7 @@ def attention_kernel(config: FmhaConfig):
         q_start, q_len, new_start, new_len, cache_len, table_start = seqlen_info(seqlens, b)
         kv_len = cache_len + new_len
         heads_per_kv = num_heads_q // num_heads_kv
-        q_base = group * R * W * M
+        q_base = group * R * W * M  # this work-group's lane tiles, in q_tiles and acc
         total_q = lse.shape[0] // num_heads_q
 
         # row tile t, this lane: row first_row + t*M + lane = query `query` of head `head`
@@ -128,7 +122,7 @@ def attention_kernel(config: FmhaConfig):
             ops.load_lane_tile(q_tiles, q_base + t * W * M, q,
                                ((q_start + query) * num_heads_q + head) * D, query < q_len,
                                scale_log2, lane)
-            ops.zero_lane_tile(acc, t * W * M, lane)
+            ops.zero_lane_tile(acc, q_base + t * W * M, lane)
             m[t] = numba.float32(-np.inf)
             l[t] = numba.float32(0.0)
 
@@ -157,17 +151,57 @@ def attention_kernel(config: FmhaConfig):
             query, head = row // heads_per_kv, kv_head * heads_per_kv + row % heads_per_kv
             inv_l, row_lse = softmax_finalize(m[t], l[t])
             ops.store_lane_tile(out, ((q_start + query) * num_heads_q + head) * D,
-                                query < q_len, acc, t * W * M, inv_l, lane)
+                                query < q_len, acc, q_base + t * W * M, inv_l, lane)
             if query < q_len:
                 lse[u64(head) * u64(total_q) + u64(q_start + query)] = row_lse
 
     return fmha_forward
 
 
+@xetile.factory
+def tile_step(config: FmhaConfig):
+    """``tile_step(q_tiles, q_base, acc, k_tile, v_tile, masked, key_first, key_end, causal,
+    first_row, heads_per_kv, q_len, kv_len, m, l, lane)``: one staged K/V tile folded
+    into the work-group's ``row_tiles`` row tiles.
+
+    ``S_t = Q_t Kᵀ`` for every row tile ``t`` (each K value loaded once for all of
+    them, :func:`xetile.mma.mma_abt`), the mask (when
+    ``masked``: keys at positions ``key_first + j``, those ``>= key_end`` or past the
+    row's causal limit are ``-inf``), the online softmax of each row tile
+    (``m[t]``, ``l[t]``), then ``O_t = alpha_t O_t + P_t V`` (each V value loaded once for
+    all of them, :func:`xetile.mma.mma_ab`). The Q and
+    O lane tiles of row tile ``t`` are at ``q_base + t * W * M`` in ``q_tiles`` and
+    ``acc``. Unrolled over the row tiles (generated source: ``__xetile_source__``).
+    """
+    M, N, W, R = config.block_m, config.block_n, config.tile_width, config.row_tiles
+    tile_size = W * M
+    body = ["def tile_step(q_tiles, q_base, acc, k_tile, v_tile, masked, key_first, key_end,",
+            "              causal, first_row, heads_per_kv, q_len, kv_len, m, l, lane):",
+            f"    scores = scores_of(q_tiles, q_base, {tile_size}, {M}, k_tile, 0, {W}, 1, {W},"
+            " lane)"]
+    for t in range(R):
+        body += [f"    s{t} = scores[{t}]",
+                 "    if masked:",
+                 f"        query = (first_row + {t * M} + lane) // heads_per_kv",
+                 f"        s{t} = mask(s{t}, key_first, key_end, "
+                 "key_limit(causal, query, q_len, kv_len))",
+                 f"    p{t}, m{t}, l{t}, alpha{t} = softmax_update(s{t}, m[{t}], l[{t}])",
+                 f"    m[{t}] = m{t}",
+                 f"    l[{t}] = l{t}"]
+    body += [f"    accumulate(({names('p', R)},), v_tile, acc, q_base, {tile_size}, "
+             f"({names('alpha', R)},), lane)",
+             "    return 0"]
+    namespace = {"scores_of": mma.mma_abt(N, M, R), "accumulate": mma.mma_ab(N, W, M, R),
+                 "mask": rowstats.mask_row(N), "softmax_update": make_softmax(N)[0],
+                 "key_limit": key_limit}
+    return device_function("\n".join(body), "tile_step", namespace)
+
+
 def scratch_tiles(config: FmhaConfig, n_groups: int, queue=None):
-    """The scratch of one launch: the Q lane tiles (a reused global workspace: they do
-    not fit in local memory beside the others), then acc, k_tile, v_tile (local)."""
+    """The scratch of one launch: the Q and output lane tiles (reused global workspaces,
+    one slot per work-group), then the K and V row tiles (local memory)."""
     W, M, N, R = config.tile_width, config.block_m, config.block_n, config.row_tiles
-    q_tiles = workspace.scratch("fmha.q_tiles", max(n_groups, 1) * R * W * M, queue=queue)
-    return (q_tiles, kapi.LocalAccessor(R * W * M, np.float32),
+    lane_tiles = max(n_groups, 1) * R * W * M
+    return (workspace.scratch("fmha.q_tiles", lane_tiles, queue=queue),
+            workspace.scratch("fmha.acc_tiles", lane_tiles, queue=queue),
             kapi.LocalAccessor(N * W, np.float32), kapi.LocalAccessor(N * W, np.float32))

@@ -106,3 +106,51 @@ def test_ci_runs_exactly_the_readme_test_command():
     command = ci[-1].strip()
     assert "pytest" in command
     assert f"    {command}\n" in readme, f"README does not show the CI command {command!r}"
+
+
+def _fresh_spirv_context(load_additional_registries=None):
+    """A new numba-dpex kernel target context, refreshed five times (as numba does, over
+    and over, while it compiles), optionally with another ``load_additional_registries``."""
+    import types as pytypes
+
+    from numba_dpex.core.descriptor import dpex_kernel_target
+    from numba_dpex.kernel_api_impl.spirv.target import SPIRVTargetContext
+
+    ctx = SPIRVTargetContext(dpex_kernel_target.typing_context, "spirv")
+    if load_additional_registries is not None:
+        ctx.load_additional_registries = pytypes.MethodType(load_additional_registries, ctx)
+    for _ in range(5):
+        ctx.refresh()
+    return ctx
+
+
+def test_target_context_refresh_inserts_each_implementation_once():
+    """Patch 3: refreshing again adds nothing, and every lookup picks the implementation
+    that numba-dpex's own (re-inserting) refresh picks."""
+    import math
+
+    from numba.core import types
+    from numba_dpex.kernel_api_impl.spirv.target import SPIRVTargetContext
+
+    patched = _fresh_spirv_context()
+    sizes = {key: len(table.versions) for key, table in patched._defns.items()}
+    patched.refresh()
+    patched.refresh()
+    assert {key: len(table.versions) for key, table in patched._defns.items()} == sizes
+
+    upstream = _fresh_spirv_context(SPIRVTargetContext.load_additional_registries.__wrapped__)
+    assert len(upstream._defns[math.log].versions) > len(patched._defns[math.log].versions)
+
+    def chosen(ctx, key, sig):
+        try:
+            return ctx._defns[key].find(sig)
+        except Exception as exc:  # noqa: BLE001  (no implementation: compare that too)
+            return type(exc)
+
+    compared = 0
+    for key, table in upstream._defns.items():
+        for sig, _ in table.versions:
+            if all(isinstance(t, types.Type) for t in sig):  # a concrete signature
+                assert chosen(patched, key, sig) is chosen(upstream, key, sig), (key, sig)
+                compared += 1
+    assert compared > 100

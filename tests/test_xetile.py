@@ -9,6 +9,7 @@ import dpnp
 from numba_dpex import kernel_api as kapi
 
 from xetile import factory, kernel, launch, mma, page_table, rowstats, tile
+from xetile._codegen import device_function
 from xetile.dtypes import bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, reinterpret
 from xetile.gemm import matmul
 
@@ -134,13 +135,13 @@ def _mma_kernel(n, depth, lanes):
         for j in range(n):
             ops.stage_row(b_tile, j, b, j * depth, lane)
         ops.zero_lane_tile(c_tile, 0, lane)
-        s = abt(a_tile, 0, lanes, b_tile, 0, depth, 1, depth, lane)
+        (s,) = abt(a_tile, 0, 0, lanes, b_tile, 0, depth, 1, depth, lane)
         store(scores, lane, lanes, s, n)
         m = mask(s, 3, n - 1, lane)       # column j is at 3 + j: seen if < n-1 and <= lane
         store(masked, lane, lanes, m, n)
         row_max = top(s, -np.inf)
         p, total = exp2_row(s, row_max)
-        ab(p, b_tile, c_tile, 0, 0.5, lane)
+        ab((p,), b_tile, c_tile, 0, 0, (0.5,), lane)
         ops.store_lane_tile(c, lane * depth, True, c_tile, 0, 1.0, lane)
         stats[lane * 2] = row_max
         stats[lane * 2 + 1] = total
@@ -172,6 +173,62 @@ def test_mma_and_row_statistics(lanes, n, depth):
     np.testing.assert_allclose(stats[1::2], p.sum(1), rtol=1e-5)
     # c started at 0, so alpha * c + P @ B = P @ B
     np.testing.assert_allclose(c.reshape(lanes, depth), p @ b, rtol=1e-4, atol=1e-4)
+
+
+@factory
+def _mma_tiles_kernel(n, depth, lanes, tiles):
+    """S_t = A_t Bᵀ and C_t = alpha_t C_t + S_t B for ``tiles`` lane tiles at once."""
+    abt, ab = mma.mma_abt(n, lanes, tiles), mma.mma_ab(n, depth, lanes, tiles)
+    store = mma.store_results(n)
+    tile_size = depth * lanes
+    alphas = tuple(np.float32(0.5 + t) for t in range(tiles))
+    # a register tuple is indexed by constants only (a loop index over a tuple of tuples
+    # crashes the CPU runtime's compiler), so the stores are unrolled here too
+    store_all = device_function(
+        "def store_all(scores, s, lane):\n" + "".join(
+            f"    store(scores, {t * n * lanes} + lane, {lanes}, s[{t}], {n})\n"
+            for t in range(tiles)), "store_all", {"store": store})
+
+    @kernel(sub_group_size=lanes)
+    def mma_tiles(item, a_tiles, b, c_tiles, scores):
+        lane = item.get_local_id(0)
+        s = abt(a_tiles, 0, tile_size, lanes, b, 0, depth, 1, depth, lane)
+        store_all(scores, s, lane)
+        ab(s, b, c_tiles, 0, tile_size, alphas, lane)
+    return mma_tiles
+
+
+def _run_mma_tiles(n, depth, lanes, tiles, a, b, c):
+    """(scores [tiles, lanes, n], c [tiles, lanes, depth]) from the kernel; ``a`` and
+    ``c`` are [tiles, lanes, depth] (row i of tile t is lane i's row)."""
+    as_lane_tiles = lambda x: np.ascontiguousarray(x.transpose(0, 2, 1)).ravel()  # noqa: E731
+    c_dev = dpnp.asarray(as_lane_tiles(c))
+    scores = dpnp.zeros(tiles * n * lanes, dtype=np.float32)
+    launch(_mma_tiles_kernel(n, depth, lanes, tiles), (lanes,), (lanes,),
+           dpnp.asarray(as_lane_tiles(a)), dpnp.asarray(b.ravel()), c_dev, scores)
+    return (dpnp.asnumpy(scores).reshape(tiles, n, lanes).transpose(0, 2, 1),
+            dpnp.asnumpy(c_dev).reshape(tiles, depth, lanes).transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("tiles", [2, 4])
+@pytest.mark.parametrize("n,depth", [(16, 32), (5, 24)])
+def test_mma_tiles_share_loads_and_keep_each_rows_bits(tiles, n, depth):
+    """Several row tiles at once: the reference's numbers, and for each tile the very
+    bits that tile gets alone (a row's sum must not depend on its work-group's size)."""
+    lanes = 16
+    rng = np.random.default_rng(tiles * 100 + n)
+    a = rng.standard_normal((tiles, lanes, depth)).astype(np.float32)
+    b = rng.standard_normal((n, depth)).astype(np.float32)
+    c = rng.standard_normal((tiles, lanes, depth)).astype(np.float32)
+    scores, c_out = _run_mma_tiles(n, depth, lanes, tiles, a, b, c)
+    for t in range(tiles):
+        s = a[t].astype(np.float64) @ b.T.astype(np.float64)
+        np.testing.assert_allclose(scores[t], s, rtol=1e-5, atol=1e-4)
+        want = (0.5 + t) * c[t].astype(np.float64) + scores[t].astype(np.float64) @ b
+        np.testing.assert_allclose(c_out[t], want, rtol=1e-4, atol=1e-4)
+    one_scores, one_c = _run_mma_tiles(n, depth, lanes, 1, a[:1], b, c[:1])
+    np.testing.assert_array_equal(scores[0], one_scores[0])
+    np.testing.assert_array_equal(c_out[0], one_c[0])
 
 
 # -- GEMM ------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The only place where xetile changes numba-dpex 0.23 internals (applied once, on import).
 
 numba-dpex has no sub-group functions and no way to ask for a sub-group size. Two small
-patches add what xetile needs; each wraps the original function and keeps its behaviour:
+patches add what xetile needs, and a third removes a slowdown of its compiler; each wraps
+the original function and keeps its behaviour:
 
 1. ``spirv_generator.Module._generate_spirv`` gets ``--spirv-ext=+SPV_INTEL_subgroups``
    added to the llvm-spirv command line, so the ``__spirv_SubgroupShuffle*INTEL`` calls
@@ -14,6 +15,17 @@ patches add what xetile needs; each wraps the original function and keeps its be
    we attach the ``intel_reqd_sub_group_size`` metadata, which llvm-spirv turns into the
    SubgroupSize execution mode. Without it the CPU runtime picks the size itself (16
    with AVX-512), and every lane-mapping decision would be a guess.
+3. ``SPIRVTargetContext.load_additional_registries`` runs on every ``refresh()`` of the
+   target context, and numba refreshes it hundreds of times per kernel (on each missed
+   lookup of a typing template or a lowering). Upstream appends every OpenCL-math and
+   dpnp implementation to the lowering tables *again* each time (``insert_func_defn``,
+   not ``install_registry``, which would add only new ones). Each append also empties
+   the table's lookup cache, so each lookup scans a list that keeps growing with
+   duplicates: compiling the prefill kernel (4 row tiles) spent 4.4 of 14.7 profiled
+   seconds in 584 such scans of ~935 entries each. The patch does what upstream does on
+   the first call and afterwards inserts only registrations that are new; every lookup
+   still picks the implementation upstream picks (``tests/test_runtime.py`` compares
+   all of them).
 
 (Launching does not go through numba-dpex at all: :mod:`xetile.launcher` takes the
 SPIR-V that numba-dpex compiles and submits it through dpctl's C interface.)
@@ -36,6 +48,7 @@ PATCHED = (
     (_spirv_generator, "Module", "_generate_spirv"),
     (_dispatcher, "_SPIRVKernelCompiler", "_compile_to_spirv"),
     (_target, "SPIRVTargetContext", "_finalize_kernel_wrapper_module"),
+    (_target, "SPIRVTargetContext", "load_additional_registries"),
 )
 _MARK = "__xetile_patched__"
 _compiling = threading.local()  # the required sub-group size of the kernel being lowered
@@ -69,10 +82,42 @@ def _finalize_kernel_wrapper_module(original):
     return finalize_kernel_wrapper_module
 
 
+_LOADS = "__xetile_registry_loads__"  # per target context: {registry: entries inserted}
+
+
+def _load_additional_registries(original):
+    def load_additional_registries(self):
+        from numba_dpex.dpctl_iface import dpctlimpl
+        from numba_dpex.dpnp_iface import dpnpimpl
+
+        copied = (_target.mathimpl.registry, dpnpimpl.registry)  # re-inserted upstream
+        inserted = self.__dict__.get(_LOADS)
+        if inserted is None:  # the first call: upstream's
+            inserted = self.__dict__[_LOADS] = {}
+            original(self)
+            for registry in copied:
+                inserted[registry] = len(registry.functions)
+            return
+        new = False
+        for registry in copied:
+            start = inserted[registry]
+            if len(registry.functions) > start:
+                self.insert_func_defn(registry.functions[start:])
+                inserted[registry] = len(registry.functions)
+                new = True
+        for registry in (_target.printimpl.registry, dpctlimpl.registry,
+                         _target.spirv_registry):
+            self.install_registry(registry)  # only what is new since the last call
+        if new:
+            self.replace_dpnp_ufunc_with_ocl_intrinsics()
+    return load_additional_registries
+
+
 _WRAPPERS = {
     "_generate_spirv": _generate_spirv,
     "_compile_to_spirv": _compile_to_spirv,
     "_finalize_kernel_wrapper_module": _finalize_kernel_wrapper_module,
+    "load_additional_registries": _load_additional_registries,
 }
 
 

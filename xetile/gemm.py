@@ -61,8 +61,8 @@ def gemm_kernel(block_m: int = BLOCK_M, lanes: int = LANES, band_rows: int = BAN
         a_start, a_row_pitch, a_pitch = row_panel * k * block_m, 1, block_m
         if a_packed == 0:
             a_start, a_row_pitch, a_pitch = row_panel * block_m * k, k, 1
-        sums = column_dot(b_panels, col_panel * k * lanes, lanes,
-                          a_panels, a_start, a_row_pitch, a_pitch, k, lane)
+        (sums,) = column_dot(b_panels, col_panel * k * lanes, 0, lanes,
+                             a_panels, a_start, a_row_pitch, a_pitch, k, lane)
         row, col = row_panel * block_m, col_panel * lanes + lane
         if col < n:  # the last panels of a ragged M or N store what they have
             store_column(c, row * n + col, n, sums, m - row)

@@ -10,16 +10,26 @@ fused multiply-adds in the form that measured fastest on the CPU (see ``docs/des
 ``B[j, k]`` that every lane shares (broadcast loads, one cache line per row of B).
 Local memory is read, never written, inside the k loop, and no barrier is needed.
 
-Two forms, both accumulating in float32:
+Two forms, both accumulating in float32, for ``tiles`` row tiles at once (lane ``i``
+owns row ``i`` of each):
 
-* :func:`mma_abt` ``S[i, j] = sum_k A[i, k] * B[j, k]``  (Q Kᵀ: A = Q, B = K; and the
-  GEMM of :mod:`xetile.gemm`), result in ``N`` registers per lane, returned as a tuple.
-* :func:`mma_ab` ``C[i, k] = alpha_i * C[i, k] + sum_j P[i, j] * B[j, k]``  (P V),
-  ``P`` a register tuple, ``C`` a lane tile (too large for registers: 128 floats per
+* :func:`mma_abt` ``S_t[i, j] = sum_k A_t[i, k] * B[j, k]``  (Q Kᵀ: A = Q, B = K; and
+  the GEMM of :mod:`xetile.gemm`), results in registers, returned as tuples.
+* :func:`mma_ab` ``C_t[i, k] = alpha_ti * C_t[i, k] + sum_j P_t[i, j] * B[j, k]``  (P V),
+  ``P_t`` register tuples, ``C_t`` lane tiles (too large for registers: 128 floats per
   lane were measured 4x slower when kept in a private array).
 
-Shapes (``lanes`` = M rows, ``N`` columns of S, ``K`` = depth):
-A lane tile ``[K, M]``, B row tile ``[N, K]``, C lane tile ``[K, M]``.
+Each value of B is loaded once (a broadcast) and used by every row tile: on a CPU that
+does two 512-bit FMAs and two 512-bit loads a cycle (Intel Xeon, Sapphire/Emerald
+Rapids), one FMA per broadcast load leaves the loop bound by loads, as a BLAS
+micro-kernel would be with a single row of registers. Rows of B are taken in passes
+small enough for the sums (or the weights) of a pass to stay in registers. A row's
+arithmetic is the same whatever ``tiles`` is: a sum over ``k`` runs in order, and the
+passes and chains of P V are fixed numbers of keys, so a row gets the same bits whether
+its work-group holds one row tile or four.
+
+Shapes (``lanes`` = M rows per tile, ``N`` columns of S, ``K`` = depth):
+A lane tiles ``[tiles, K, M]``, B row tile ``[N, K]``, C lane tiles ``[tiles, K, M]``.
 
 And two *vector* forms for a work-group with only a few rows (decode), where the lanes
 split the depth instead and B is read in place from global memory (any storage dtype):
@@ -32,50 +42,77 @@ from xetile import fastmath
 from xetile._codegen import device_function, names
 from xetile.kernel import factory
 
-# P V keeps this many independent accumulator chains per k: one chain would wait on
-# the latency of every add (measured ~55 GFLOP/s); four reach full speed, eight spill.
-PV_CHAINS = 4
+# Sums one pass of mma_abt keeps in registers (of 32 vector registers; the rest hold the
+# A values and a broadcast B value): 16 keys for one row tile, 4 for four.
+ABT_SUMS = 16
+# P V takes the keys in passes of this many (their weights in registers: 8 per row
+# tile), with this many independent accumulator chains per row tile and k (one chain
+# waits on the latency of every add). Both fix the order of the sum: never tie them to
+# the number of row tiles. Measured on the seed shape with 4 row tiles (non-causal,
+# alternated fresh processes, best of 10): passes of 8 keys with 2 chains 190-207 ms,
+# 4 keys with 1 chain 187-205, 16 keys with 4 chains 197-224.
+PV_KEYS_PER_PASS = 8
+PV_CHAINS = 2
 
 
 @factory
-def mma_abt(n: int, lanes: int):
-    """``mma_abt(a, a_start, a_pitch, b, b_start, b_row_pitch, b_pitch, depth, lane)``.
+def mma_abt(n: int, lanes: int, tiles: int = 1):
+    """``mma_abt(a, a_start, a_tile_pitch, a_pitch, b, b_start, b_row_pitch, b_pitch,
+    depth, lane)``.
 
-    Returns this lane's ``n`` results ``s_j = sum_k A[k, lane] * B[j, k]``, where
-    ``A[k, lane] = a[a_start + k * a_pitch + lane]`` (contiguous across lanes) and
-    ``B[j, k] = b[b_start + j * b_row_pitch + k * b_pitch]`` (the same for every lane).
-    For Q Kᵀ, ``a`` is the Q lane tile and ``b`` the K row tile; for a GEMM, ``a`` is B's
-    columns and ``b`` is A's rows (or Aᵀ with ``b_pitch`` its row length).
+    Returns ``tiles`` tuples of this lane's ``n`` results
+    ``s[t][j] = sum_k A_t[k, lane] * B[j, k]``, where
+    ``A_t[k, lane] = a[a_start + t * a_tile_pitch + k * a_pitch + lane]`` (contiguous
+    across lanes) and ``B[j, k] = b[b_start + j * b_row_pitch + k * b_pitch]`` (the same
+    for every lane). For Q Kᵀ, ``a`` holds the Q lane tiles and ``b`` is the K row tile;
+    for a GEMM, ``a`` is B's columns and ``b`` is A's rows (or Aᵀ with ``b_pitch`` its
+    row length).
     """
-    body = ["def mma_abt(a, a_start, a_pitch, b, b_start, b_row_pitch, b_pitch, depth, lane):",
-            "    a_at = u64(a_start) + u64(lane)",
-            "    b_at = u64(b_start)"]
-    body += [f"    s{j} = numba.float32(0.0)" for j in range(n)]
-    body += ["    for k in range(depth):",
-             "        x = a[a_at]"]
-    body += [f"        s{j} = fma(x, b[b_at + u64({j}) * u64(b_row_pitch)], s{j})"
-             for j in range(n)]
-    body += ["        a_at += u64(a_pitch)",
-             "        b_at += u64(b_pitch)",
-             f"    return ({names('s', n)},)"]
+    per_pass = max(1, min(n, ABT_SUMS // tiles))
+    body = ["def mma_abt(a, a_start, a_tile_pitch, a_pitch, b, b_start, b_row_pitch, b_pitch,",
+            "            depth, lane):"]
+    for first in range(0, n, per_pass):
+        keys = range(first, min(n, first + per_pass))
+        body += ["    a_at = u64(a_start) + u64(lane)", "    b_at = u64(b_start)"]
+        body += [f"    s{t}_{j} = numba.float32(0.0)" for t in range(tiles) for j in keys]
+        body += ["    for k in range(depth):"]
+        body += [f"        x{t} = a[a_at + u64({t}) * u64(a_tile_pitch)]" for t in range(tiles)]
+        for j in keys:
+            body += [f"        b{j} = b[b_at + u64({j}) * u64(b_row_pitch)]"]
+            body += [f"        s{t}_{j} = fma(x{t}, b{j}, s{t}_{j})" for t in range(tiles)]
+        body += ["        a_at += u64(a_pitch)", "        b_at += u64(b_pitch)"]
+    rows = [f"({names(f's{t}_', n)},)" for t in range(tiles)]
+    body += [f"    return ({', '.join(rows)},)"]
     return device_function("\n".join(body), "mma_abt", _NAMESPACE)
 
 
 @factory
-def mma_ab(n: int, depth: int, lanes: int):
-    """``mma_ab(p, b_tile, c_tile, c_start, alpha, lane)``: this lane's row of
-    C = alpha·C + P·B, C the lane tile at ``c_start``."""
-    chains = min(PV_CHAINS, n)
-    body = [f"def mma_ab(p, b_tile, c_tile, c_start, alpha, lane):",
-            f"    lane = u64(c_start) + u64(lane)"]
-    body += [f"    p{j} = p[{j}]" for j in range(n)]
-    body += [f"    for k in range({depth}):",
-             f"        at = u64(k) * u64({lanes}) + lane",
-             f"        c0 = c_tile[at] * alpha"]
-    body += [f"        c{c} = numba.float32(0.0)" for c in range(1, chains)]
-    body += [f"        c{j % chains} = fma(p{j}, b_tile[u64({j * depth}) + u64(k)], "
-             f"c{j % chains})" for j in range(n)]
-    body += [f"        c_tile[at] = {' + '.join(f'c{c}' for c in range(chains))}"]
+def mma_ab(n: int, depth: int, lanes: int, tiles: int = 1, b_pitch: int = 0):
+    """``mma_ab(ps, b_tile, c_tile, c_start, c_tile_pitch, alphas, lane)``: this lane's
+    row of ``C_t = alphas[t] * C_t + P_t B`` for each of ``tiles`` lane tiles
+    (``C_t`` at ``c_start + t * c_tile_pitch``, ``P_t = ps[t]``, a tuple of ``n``).
+    ``B`` is a row tile of ``n`` rows ``b_pitch`` apart (default ``depth``)."""
+    b_pitch = b_pitch or depth
+    chains = min(PV_CHAINS, PV_KEYS_PER_PASS)
+    body = ["def mma_ab(ps, b_tile, c_tile, c_start, c_tile_pitch, alphas, lane):",
+            "    lane = u64(c_start) + u64(lane)"]
+    body += [f"    alpha{t} = alphas[{t}]" for t in range(tiles)]
+    for first in range(0, n, PV_KEYS_PER_PASS):
+        keys = range(first, min(n, first + PV_KEYS_PER_PASS))
+        body += [f"    p{t}_{j} = ps[{t}][{j}]" for t in range(tiles) for j in keys]
+        body += [f"    for k in range({depth}):",
+                 f"        at = u64(k) * u64({lanes}) + lane"]
+        for t in range(tiles):
+            c = f"c_tile[at + u64({t}) * u64(c_tile_pitch)]"
+            body += [f"        c{t}_0 = {c} * alpha{t}" if first == 0 else f"        c{t}_0 = {c}"]
+            body += [f"        c{t}_{i} = numba.float32(0.0)" for i in range(1, chains)]
+        for i, j in enumerate(keys):
+            body += [f"        b = b_tile[u64({j * b_pitch}) + u64(k)]"]
+            body += [f"        c{t}_{i % chains} = fma(p{t}_{j}, b, c{t}_{i % chains})"
+                     for t in range(tiles)]
+        for t in range(tiles):
+            body += [f"        c_tile[at + u64({t}) * u64(c_tile_pitch)] = "
+                     f"{' + '.join(f'c{t}_{i}' for i in range(chains))}"]
     return device_function("\n".join(body), "mma_ab", _NAMESPACE)
 
 
