@@ -46,12 +46,18 @@ from fmha.softmax import NEG_INF
 from fmha.softmax import finalize as softmax_finalize
 
 # Lanes = keys per tile (the transpose-reduce maps key j to lane j), chosen by how far
-# apart a tile's key rows lie. Measured (B8 Hq32 Hkv8, 4096 keys, D128, best of 24, the
-# choices alternated in fresh processes; docs/design.md section 3b): rows near each other
-# (an HND pool, pitch D): fp16 8 lanes 9.5-10.4 ms vs 16 lanes 12.1-13.4 (fp32 15.5-19.3
-# vs 14.3-16.2, noisy); rows far apart (NHD, pitch Hkv*D = 4 KiB, whose rows share L1
-# sets): 16 lanes 21.1-23.4 vs 8 lanes 23.2-24.0 (fp16 15.0-16.9 vs 17.6-18.2).
-DECODE_LANES_NEAR = 8
+# apart a tile's key rows lie: near (an HND pool, pitch D) or far (NHD, pitch Hkv*D =
+# 4 KiB, whose rows share L1 sets). Measured (B8 Hq32 Hkv8, 4096 keys, D128, the choices
+# alternated in fresh processes; docs/design.md section 3b), the best choice for near
+# rows depends on the machine, hence two constants:
+# * AMD EPYC (Zen 4, 256-bit FMA units), previous session: near, fp16 8 lanes 9.5-10.4
+#   ms vs 16 lanes 12.1-13.4 (fp32 15.5-19.3 vs 14.3-16.2, noisy); far, 16 lanes
+#   21.1-23.4 vs 8 lanes 23.2-24.0 (fp16 15.0-16.9 vs 17.6-18.2);
+# * Intel Xeon (Emerald Rapids, 512-bit FMA units), this session, best of 20, six
+#   rounds: near, fp32 16 lanes 18.5-21.0 ms vs 8 lanes 23.3-33.4; fp16 14.0-22.8 vs
+#   15.8-26.4 (the last three rounds 14.0-14.5 vs 15.8-26.2).
+# 16 everywhere: it wins on the Intel machine and in every fp32 case on the AMD one.
+DECODE_LANES_NEAR = 16
 DECODE_LANES_FAR = 16
 NEAR_ROW_PITCH = 1024  # bytes: key rows closer than this are "near"
 DECODE_MAX_ROWS = 8    # rows (queries x heads per KV head) one work-group holds
