@@ -1,17 +1,22 @@
 """The speed targets of the project, measured as ratios in one run.
 
-    .venv/bin/python asv_bench/speed_report.py [--torch-python PATH] [--quick] [--json]
+    .venv/bin/python asv_bench/speed_report.py [--torch-python PATH] [--rounds N] [--quick] [--json]
 
 The seed shape runs with equal lengths (B2 Hq32 Hkv8, 1024 queries, 512 cached + 1024
 new keys per sequence, D128) so that torch gets the same work; packed varlen inputs take
 the same kernel path (dense inputs are packed the same way). Each fmha workload runs in
-this process (inputs on the SYCL device, compile excluded);
-torch's ``scaled_dot_product_attention`` runs in its own process (``torch_baseline.py``,
-2 threads) with the same shapes, K/V contiguous: the cache already gathered for it, and
-a boolean bottom-right mask for causal (torch's ``is_causal`` aligns top-left). Timings
-are the best of a few calls; the machines are shared and noisy, so only ratios measured
-back to back are meaningful. torch is taken from ``--torch-python`` or
-``$FMHA_TORCH_PYTHON`` (a Python with ``torch==2.13.0``), else skipped.
+this process (inputs on the SYCL device, compile excluded); torch's
+``scaled_dot_product_attention`` runs in its own process (``torch_baseline.py``, 2
+threads) with the same shapes, K/V contiguous: the cache already gathered for it, and a
+boolean bottom-right mask for causal (torch's ``is_causal`` aligns top-left). torch is
+taken from ``--torch-python`` or ``$FMHA_TORCH_PYTHON`` (a Python with
+``torch==2.13.0``), else skipped.
+
+The machines are shared and noisy, and the noise comes in spells of seconds: on one
+machine torch's time for the same workload ranged over 143-313 ms between three runs.
+So every workload (fmha and torch alike) is timed once per *round*, the workloads one
+after the other, for ``--rounds`` rounds; each time reported is the best over the rounds
+(of the best of a few calls each), and each ratio is taken between two such times.
 """
 from __future__ import annotations
 
@@ -38,18 +43,23 @@ DECODE = dict(batch=8, num_heads_q=32, num_heads_kv=8, seq_len_qo=1, seq_len_kv=
               page_size=64, varlen=False, dtype="float32", kv_layout="HND")
 
 
-def fmha_time(iterations, **shape):
-    """Best seconds per call of fmha.attention on one configuration, and its problem."""
-    config = RunConfig(**{**shape, "seed": 0})
-    problem = build_problem(config)
-    kwargs = to_array_kind(problem.kwargs, "dpnp")
-    synchronize(fmha.attention(**kwargs))       # compile + warm up
+def best_call(kwargs, iterations):
+    """Best seconds per call of ``fmha.attention(**kwargs)`` over ``iterations`` calls."""
     best = float("inf")
     for _ in range(iterations):
         start = time.perf_counter()
         synchronize(fmha.attention(**kwargs))
         best = min(best, time.perf_counter() - start)
-    return best, problem
+    return best
+
+
+def fmha_time(iterations, **shape):
+    """Best seconds per call of fmha.attention on one configuration (compiled and warmed
+    up first), and its problem."""
+    problem = build_problem(RunConfig(**{**shape, "seed": 0}))
+    kwargs = to_array_kind(problem.kwargs, "dpnp")
+    synchronize(fmha.attention(**kwargs))
+    return best_call(kwargs, iterations), problem
 
 
 def torch_time(python, iterations, fold_gqa=False, **shape):
@@ -74,72 +84,96 @@ def torch_time(python, iterations, fold_gqa=False, **shape):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--torch-python", default=os.environ.get("FMHA_TORCH_PYTHON"))
-    p.add_argument("--quick", action="store_true", help="fewer iterations")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="times each workload is timed, interleaved (default 3)")
+    p.add_argument("--quick", action="store_true", help="fewer iterations, one round")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     it = 2 if args.quick else 5
-    rows, ratios = [], {}
+    rounds = 1 if args.quick else max(args.rounds, 1)
+    torch = args.torch_python
 
-    def row(name, seconds, problem=None, unit="tflops"):
-        extra = ""
-        if problem is not None and unit == "tflops":
-            extra = f"{flop_count(problem) / seconds / 1e12:.3f} TFLOP/s"
-        elif problem is not None:
-            extra = f"{kv_bytes(problem) / seconds / 1e9:.1f} GB/s"
-        rows.append((name, seconds * 1e3, extra))
+    # name -> (how to time it once, its problem or None, unit). Decode first: it streams
+    # 268 MB, and measured after the prefill workloads' large allocations it ran up to
+    # 1.9x slower in the same process (a previous session; fp16: 18.9 vs 10.0 ms; cause
+    # not pinned down, likely how the new arrays land in memory).
+    workloads = {}
 
-    def versus_torch(label, target, **shape):
-        seconds, problem = fmha_time(it, **shape)
-        row(f"fmha {label}", seconds, problem)
-        baseline = torch_time(args.torch_python, it, **shape)
-        if baseline:
-            row(f"torch {label.split(' (')[0]} (contiguous K/V)", baseline)
-            ratios[f"{label} / torch (target <= {target})"] = seconds / baseline
-        return seconds
+    def fmha(name, unit="tflops", iterations=it, **shape):
+        problem = build_problem(RunConfig(**{**shape, "seed": 0}))
+        kwargs = to_array_kind(problem.kwargs, "dpnp")
+        workloads[name] = (lambda: best_call(kwargs, iterations), problem, unit)
 
-    # decode first: it streams 268 MB, and measured after the prefill workloads' large
-    # allocations it ran up to 1.9x slower in the same process (previous session; fp16:
-    # 18.9 vs 10.0 ms;
-    # cause not pinned down, likely how the new arrays land in memory)
-    decode, decode_problem = fmha_time(it * 3, **DECODE)
-    row("fmha decode (HND pool, page 64)", decode, decode_problem, unit="gbps")
-    decode_nhd, _ = fmha_time(it * 3, **dict(DECODE, kv_layout="NHD"))
-    row("fmha decode (NHD pool)", decode_nhd, decode_problem, unit="gbps")
-    decode_f16, _ = fmha_time(it * 3, **dict(DECODE, dtype="float16"))
-    row("fmha decode float16", decode_f16)
-    ratios["decode fp16 / fp32 time (target <= 0.6)"] = decode_f16 / decode
-    torch_decode = torch_time(args.torch_python, it * 3, fold_gqa=True, **DECODE)
-    if torch_decode:
-        row("torch decode (contiguous, heads folded)", torch_decode)
-        ratios["decode HND / torch (target <= 0.7)"] = decode / torch_decode
-        ratios["decode NHD / torch"] = decode_nhd / torch_decode
+    def baseline(name, iterations=it, **shape):
+        if torch:
+            workloads[name] = (lambda: torch_time(torch, iterations, **shape), None, None)
 
-    seed = versus_torch("seed (paged 128, causal, fp32)", 0.7, **SEED)
-    versus_torch("non-causal, no cache", 1.0,
-                 **dict(SEED, seq_len_kv_cache=0, use_paged_kv=False, is_causal=False))
-
-    contiguous = dict(SEED, use_paged_kv=False)
-    t_contig, _ = fmha_time(it, **contiguous)
-    row("fmha seed, contiguous cache", t_contig)
+    fmha("fmha decode (HND pool, page 64)", "gbps", it * 3, **DECODE)
+    fmha("fmha decode (NHD pool)", "gbps", it * 3, **dict(DECODE, kv_layout="NHD"))
+    fmha("fmha decode float16", None, it * 3, **dict(DECODE, dtype="float16"))
+    baseline("torch decode (contiguous, heads folded)", it * 3, fold_gqa=True, **DECODE)
+    fmha("fmha seed (paged 128, causal, fp32)", **SEED)
+    baseline("torch seed (contiguous K/V)", **SEED)
+    non_causal = dict(SEED, seq_len_kv_cache=0, use_paged_kv=False, is_causal=False)
+    fmha("fmha non-causal, no cache", **non_causal)
+    baseline("torch non-causal, no cache (contiguous K/V)", **non_causal)
+    fmha("fmha seed, contiguous cache", None, **dict(SEED, use_paged_kv=False))
     for page in (1, 16, 128):
-        t_page, _ = fmha_time(it, **dict(SEED, page_size=page))
-        row(f"fmha seed, page size {page}", t_page)
-        target = 1.5 if page == 1 else 1.05
-        ratios[f"paged {page} / contiguous (target <= {target})"] = t_page / t_contig
-    t_hnd, _ = fmha_time(it, **dict(SEED, kv_layout="HND"))
-    row("fmha seed, HND pool", t_hnd)
-    ratios["NHD / HND prefill (target <= 1.1)"] = seed / t_hnd
-
+        fmha(f"fmha seed, page size {page}", None, **dict(SEED, page_size=page))
+    fmha("fmha seed, HND pool", None, **dict(SEED, kv_layout="HND"))
     for dtype in ("float16", "bfloat16"):
-        t_dt, _ = fmha_time(it, **dict(SEED, dtype=dtype))
-        row(f"fmha seed {dtype}", t_dt)
-        ratios[f"{dtype} / float32 prefill throughput (target >= 0.8)"] = seed / t_dt
+        fmha(f"fmha seed {dtype}", None, **dict(SEED, dtype=dtype))
+
+    best = {name: float("inf") for name in workloads}
+    for name, (run, _, _) in workloads.items():  # compile and warm up, untimed
+        if name.startswith("fmha"):
+            run()
+    for _ in range(rounds):
+        for name, (run, _, _) in workloads.items():
+            seconds = run()
+            if seconds is not None:
+                best[name] = min(best[name], seconds)
+    times = {name: t for name, t in best.items() if t != float("inf")}
+
+    ratios = {}
+
+    def ratio(label, numerator, denominator):
+        if numerator in times and denominator in times:
+            ratios[label] = times[numerator] / times[denominator]
+
+    ratio("decode fp16 / fp32 time (target <= 0.6)", "fmha decode float16",
+          "fmha decode (HND pool, page 64)")
+    ratio("decode HND / torch (target <= 0.7)", "fmha decode (HND pool, page 64)",
+          "torch decode (contiguous, heads folded)")
+    ratio("decode NHD / torch", "fmha decode (NHD pool)",
+          "torch decode (contiguous, heads folded)")
+    ratio("seed (paged 128, causal, fp32) / torch (target <= 0.7)",
+          "fmha seed (paged 128, causal, fp32)", "torch seed (contiguous K/V)")
+    ratio("non-causal, no cache / torch (target <= 1.0)", "fmha non-causal, no cache",
+          "torch non-causal, no cache (contiguous K/V)")
+    for page in (1, 16, 128):
+        target = 1.5 if page == 1 else 1.05
+        ratio(f"paged {page} / contiguous (target <= {target})",
+              f"fmha seed, page size {page}", "fmha seed, contiguous cache")
+    ratio("NHD / HND prefill (target <= 1.1)", "fmha seed (paged 128, causal, fp32)",
+          "fmha seed, HND pool")
+    for dtype in ("float16", "bfloat16"):
+        ratio(f"{dtype} / float32 prefill throughput (target >= 0.8)",
+              "fmha seed (paged 128, causal, fp32)", f"fmha seed {dtype}")
 
     if args.json:
-        print(json.dumps({"times_ms": {n: t for n, t, _ in rows}, "ratios": ratios}))
+        print(json.dumps({"times_ms": {n: t * 1e3 for n, t in times.items()},
+                          "ratios": ratios, "rounds": rounds}))
         return 0
-    for name, ms, extra in rows:
-        print(f"{name:52s} {ms:9.2f} ms  {extra}")
+    print(f"best of {rounds} interleaved round(s)")
+    for name, seconds in times.items():
+        _, problem, unit = workloads[name]
+        extra = ""
+        if unit == "tflops":
+            extra = f"{flop_count(problem) / seconds / 1e12:.3f} TFLOP/s"
+        elif unit == "gbps":
+            extra = f"{kv_bytes(problem) / seconds / 1e9:.1f} GB/s"
+        print(f"{name:52s} {seconds * 1e3:9.2f} ms  {extra}")
     print()
     for name, value in ratios.items():
         print(f"{name:60s} {value:6.3f}")
