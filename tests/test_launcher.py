@@ -183,3 +183,24 @@ def test_empty_cache_dir_keeps_nothing(monkeypatch):
     monkeypatch.delenv("XETILE_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
     assert launcher.cache_dir() == Path("/somewhere/xetile")
+
+
+def test_sources_changed_after_import_are_not_cached(tmp_path, monkeypatch):
+    """A file edited while the process runs may not be the code it compiles: no cache
+    key then (else the next process would get the old code under the new hash)."""
+    package = tmp_path / "edited_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "kernels.py").write_text("X = 1\n")
+    earlier = launcher._IMPORTED_AT - 60  # as if written before this process started
+    for path in package.iterdir():
+        os.utime(path, (earlier, earlier))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import edited_pkg.kernels  # noqa: F401
+
+    monkeypatch.setattr(launcher, "_source_hashes", {})
+    assert launcher._source_hash("edited_pkg.kernels") is not None
+    later = launcher._IMPORTED_AT + 60
+    os.utime(package / "kernels.py", (later, later))
+    monkeypatch.setattr(launcher, "_source_hashes", {})
+    assert launcher._source_hash("edited_pkg.kernels") is None

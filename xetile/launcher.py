@@ -38,6 +38,7 @@ import os
 import struct
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -213,6 +214,9 @@ def cache_dir() -> Path | None:
 
 
 _source_hashes: dict = {}
+# Source files changed after this (xetile is imported before any kernel module) may not
+# be the code this process runs: their kernels are not kept on disk (see _source_hash).
+_IMPORTED_AT = time.time()
 
 
 def _source_of(module_name: str) -> tuple | None:
@@ -231,11 +235,14 @@ def _source_of(module_name: str) -> tuple | None:
 
 
 def _source_hash(module_name: str) -> str | None:
-    """A hash of :func:`_source_of` ``module_name`` (once per process and module)."""
+    """A hash of :func:`_source_of` ``module_name`` (once per process and module), or
+    ``None`` if a file changed after this process imported xetile: the process may then
+    run the code from before the change, and keeping its SPIR-V under the new files'
+    hash would hand that stale code to the next process."""
     if module_name not in _source_hashes:
         files = _source_of(module_name)
         digest = None
-        if files is not None:
+        if files is not None and all(p.stat().st_mtime <= _IMPORTED_AT for p in files):
             hasher = hashlib.sha256()
             for path in files:
                 hasher.update(path.name.encode() + b"\0" + path.read_bytes())
