@@ -53,14 +53,6 @@ def best_call(kwargs, iterations):
     return best
 
 
-def fmha_time(iterations, **shape):
-    """Best seconds per call of fmha.attention on one configuration (compiled and warmed
-    up first), and its problem."""
-    problem = build_problem(RunConfig(**{**shape, "seed": 0}))
-    kwargs = to_array_kind(problem.kwargs, "dpnp")
-    synchronize(fmha.attention(**kwargs))
-    return best_call(kwargs, iterations), problem
-
 
 def torch_time(python, iterations, fold_gqa=False, **shape):
     """Best seconds per call of torch SDPA in its own process (None without torch)."""
@@ -125,8 +117,8 @@ def main(argv=None):
         fmha(f"fmha seed {dtype}", None, **dict(SEED, dtype=dtype))
 
     best = {name: float("inf") for name in workloads}
-    for name, (run, _, _) in workloads.items():  # compile and warm up, untimed
-        if name.startswith("fmha"):
+    for run, problem, _ in workloads.values():  # compile and warm up fmha's, untimed
+        if problem is not None:
             run()
     for _ in range(rounds):
         for name, (run, _, _) in workloads.items():

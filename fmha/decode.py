@@ -17,8 +17,8 @@ would idle while every key still costs ``2 * D`` vector instructions. Here:
 A key then costs about ``2 * D / lanes`` vector instructions per row instead of
 ``2 * D`` per 16 rows: 2.5x fewer for 4 rows. Decode reads every K/V element once from
 memory and then once per row from L1; unlike prefill it does not stage tiles into local
-memory (the copy had cost more than it saved). ``lanes`` is 8 or 16, from how far apart
-the key rows lie (see ``DECODE_LANES_NEAR``). A sequence longer than ``SPLIT_KEYS`` is
+memory (the copy had cost more than it saved). ``lanes`` is ``DECODE_LANES`` (16).
+A sequence longer than ``SPLIT_KEYS`` is
 split across work-groups, whose partial results :func:`decode_combine_kernel` merges.
 Masking, block ranges, the two phases (cache, then new keys) and the output are the
 same as in prefill, from the same modules.
@@ -45,21 +45,18 @@ from fmha.seqlen_info import seqlen_info
 from fmha.softmax import NEG_INF
 from fmha.softmax import finalize as softmax_finalize
 
-# Lanes = keys per tile (the transpose-reduce maps key j to lane j), chosen by how far
-# apart a tile's key rows lie: near (an HND pool, pitch D) or far (NHD, pitch Hkv*D =
-# 4 KiB, whose rows share L1 sets). Measured (B8 Hq32 Hkv8, 4096 keys, D128, the choices
-# alternated in fresh processes; docs/design.md section 3b), the best choice for near
-# rows depends on the machine, hence two constants:
-# * AMD EPYC (Zen 4, 256-bit FMA units), previous session: near, fp16 8 lanes 9.5-10.4
-#   ms vs 16 lanes 12.1-13.4 (fp32 15.5-19.3 vs 14.3-16.2, noisy); far, 16 lanes
-#   21.1-23.4 vs 8 lanes 23.2-24.0 (fp16 15.0-16.9 vs 17.6-18.2);
+# Lanes = keys per tile (the transpose-reduce maps key j to lane j). Measured (B8 Hq32
+# Hkv8, 4096 keys, D128, 8 against 16 lanes alternated in fresh processes;
+# docs/design.md section 3b):
 # * Intel Xeon (Emerald Rapids, 512-bit FMA units), this session, best of 20, six
-#   rounds: near, fp32 16 lanes 18.5-21.0 ms vs 8 lanes 23.3-33.4; fp16 14.0-22.8 vs
-#   15.8-26.4 (the last three rounds 14.0-14.5 vs 15.8-26.2).
-# 16 everywhere: it wins on the Intel machine and in every fp32 case on the AMD one.
-DECODE_LANES_NEAR = 16
-DECODE_LANES_FAR = 16
-NEAR_ROW_PITCH = 1024  # bytes: key rows closer than this are "near"
+#   rounds: HND pool, fp32 16 lanes 18.5-21.0 ms vs 8 lanes 23.3-33.4; fp16 14.0-22.8 vs
+#   15.8-26.4 (the last three rounds 14.0-14.5 vs 15.8-26.2);
+# * AMD EPYC (Zen 4, 256-bit FMA units), previous session: HND, fp16 8 lanes 9.5-10.4
+#   ms vs 16 lanes 12.1-13.4 (fp32 15.5-19.3 vs 14.3-16.2, noisy); NHD (key rows 4 KiB
+#   apart), 16 lanes 21.1-23.4 vs 8 lanes 23.2-24.0 (fp16 15.0-16.9 vs 17.6-18.2).
+# 16 lanes win everywhere but for fp16 HND pools on the AMD machine, where 8 did (and
+# the previous sessions chose the lanes from the key-row pitch for that).
+DECODE_LANES = 16
 DECODE_MAX_ROWS = 8    # rows (queries x heads per KV head) one work-group holds
 # A work-group walks at most this many keys: a longer sequence is split across several
 # (each writes a partial (m, l, acc)) and decode_combine_kernel merges them in a fixed
@@ -73,17 +70,14 @@ class DecodeConfig:
     """Compile-time sizes of the decode kernel (one kernel per configuration)."""
     head_dim: int
     dtype: str = "float32"
-    lanes: int = DECODE_LANES_FAR
+    lanes: int = DECODE_LANES
     max_rows: int = DECODE_MAX_ROWS
 
     @classmethod
-    def default(cls, head_dim: int, dtype: str = "float32",
-                row_pitch_bytes: int = NEAR_ROW_PITCH) -> "DecodeConfig":
-        """``DECODE_MAX_ROWS`` rows, fewer where the tiles would not fit local memory;
-        lanes from the distance between consecutive key rows (``row_pitch_bytes``)."""
-        lanes = DECODE_LANES_NEAR if row_pitch_bytes < NEAR_ROW_PITCH else DECODE_LANES_FAR
+    def default(cls, head_dim: int, dtype: str = "float32") -> "DecodeConfig":
+        """``DECODE_MAX_ROWS`` rows, fewer where the tiles would not fit local memory."""
         for rows in (DECODE_MAX_ROWS, DECODE_MAX_ROWS // 2):
-            config = cls(head_dim, dtype, lanes, rows)
+            config = cls(head_dim, dtype, DECODE_LANES, rows)
             if config.local_memory_bytes <= LOCAL_MEMORY_BUDGET:
                 return config
         return config

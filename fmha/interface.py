@@ -121,7 +121,7 @@ def _plans(problem):
     for the others. The choice is per sequence, and the key tile depends on D alone, so
     a sequence gets the same bits alone or in any batch."""
     rows = np.asarray(problem.seqlens_q, dtype=np.int64) * problem.group_size
-    decode = DecodeConfig.default(problem.head_dim, problem.dtype, _key_row_pitch(problem))
+    decode = DecodeConfig.default(problem.head_dim, problem.dtype)
     short = rows <= decode.max_rows
     plans = []
     if short.any():
@@ -143,14 +143,6 @@ def _decode_scratch(config, n_groups, queue):
     return (workspace.scratch("fmha.partial_acc", n_groups * R * W, np.float32, queue),
             workspace.scratch("fmha.partial_ml", n_groups * R * 2, np.float32, queue),
             *decode_local_tiles(config))
-
-
-def _key_row_pitch(problem) -> int:
-    """Bytes between consecutive key rows of the cache (of the new keys without one)."""
-    itemsize = storage(problem.dtype).device_dtype.itemsize
-    if problem.has_cache and problem.kv_layout == "HND":
-        return problem.head_dim * itemsize
-    return problem.num_heads_kv * problem.head_dim * itemsize
 
 
 def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):

@@ -87,12 +87,11 @@ def mma_abt(n: int, lanes: int, tiles: int = 1):
 
 
 @factory
-def mma_ab(n: int, depth: int, lanes: int, tiles: int = 1, b_pitch: int = 0):
+def mma_ab(n: int, depth: int, lanes: int, tiles: int = 1):
     """``mma_ab(ps, b_tile, c_tile, c_start, c_tile_pitch, alphas, lane)``: this lane's
     row of ``C_t = alphas[t] * C_t + P_t B`` for each of ``tiles`` lane tiles
     (``C_t`` at ``c_start + t * c_tile_pitch``, ``P_t = ps[t]``, a tuple of ``n``).
-    ``B`` is a row tile of ``n`` rows ``b_pitch`` apart (default ``depth``)."""
-    b_pitch = b_pitch or depth
+    ``B`` is a row tile ``[n, depth]``."""
     chains = min(PV_CHAINS, PV_KEYS_PER_PASS)
     body = ["def mma_ab(ps, b_tile, c_tile, c_start, c_tile_pitch, alphas, lane):",
             "    lane = u64(c_start) + u64(lane)"]
@@ -107,7 +106,7 @@ def mma_ab(n: int, depth: int, lanes: int, tiles: int = 1, b_pitch: int = 0):
             body += [f"        c{t}_0 = {c} * alpha{t}" if first == 0 else f"        c{t}_0 = {c}"]
             body += [f"        c{t}_{i} = numba.float32(0.0)" for i in range(1, chains)]
         for i, j in enumerate(keys):
-            body += [f"        b = b_tile[u64({j * b_pitch}) + u64(k)]"]
+            body += [f"        b = b_tile[u64({j * depth}) + u64(k)]"]
             body += [f"        c{t}_{i % chains} = fma(p{t}_{j}, b, c{t}_{i % chains})"
                      for t in range(tiles)]
         for t in range(tiles):
