@@ -10,6 +10,7 @@ import numpy as np
 import xetile
 from xetile import workspace
 from xetile.kernel import check_sub_group_size
+from xetile.launcher import Flat
 from xetile.dtypes import reinterpret, storage
 
 from fmha.config import FmhaConfig
@@ -140,8 +141,8 @@ def _plans(problem):
 def _decode_scratch(config, n_groups, queue):
     """The decode kernel's partial results (used when a sequence is split) and tiles."""
     W, R = config.tile_width, config.max_rows
-    return (workspace.scratch("fmha.partial_acc", n_groups * R * W, np.float32, queue),
-            workspace.scratch("fmha.partial_ml", n_groups * R * 2, np.float32, queue),
+    return (workspace.flat_scratch("fmha.partial_acc", n_groups * R * W, np.float32, queue),
+            workspace.flat_scratch("fmha.partial_ml", n_groups * R * 2, np.float32, queue),
             *decode_local_tiles(config))
 
 
@@ -152,7 +153,7 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
     dev_dtype = storage(problem.dtype).device_dtype
 
     q_flat = xp.flat(q, dev_dtype)
-    absent = xp.scratch("fmha.absent", 1, dev_dtype)  # never read: its length is 0
+    absent = xp.scratch("fmha.absent", 1, dev_dtype)  # never read: there are no new keys
     k_flat, v_flat = ((xp.flat(k, dev_dtype), xp.flat(v, dev_dtype)) if k is not None
                       else (absent, absent))
 
@@ -185,7 +186,8 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
     tables = xp.upload([table, np.zeros(1, np.int64), seqlens, sources]
                        + [t for _, work, combine in plans for t in (work, combine)])
     table_dev, one_page, seqlens_dev, sources_dev = tables[:4]
-    out_flat = xp.empty(total_q * Hq * D, dev_dtype)
+    out_dev = xp.empty(q.shape, dev_dtype)  # q's shape: the result needs no reshape
+    out_flat = Flat(out_dev)
     lse_flat = xp.empty(max(Hq * total_q, 1), np.float32)
     inputs = (q_flat, k_flat, v_flat, kc_flat, vc_flat, table_dev, one_page, seqlens_dev)
     for i, (plan, work, combine) in enumerate(plans):
@@ -199,13 +201,13 @@ def _attention(problem, q, k, v, k_cache, v_cache, page_table, return_lse, out):
             sources_dev, out_flat, lse_flat, *status, *scratch,
             Hq, Hkv, int(bool(problem.causal)), np.float32(problem.softmax_scale * LOG2E))
         if status:
-            check_sub_group_size(status[0], plan.lanes, "fmha_decode", plan.kernel)
+            check_sub_group_size(status[0].array, plan.lanes, "fmha_decode", plan.kernel)
         if len(combine):
             xetile.launch(plan.combine(), (len(combine) * plan.lanes,), (plan.lanes,),
                           seqlens_dev, combine_dev, *scratch[:2],  # the partials
                           out_flat, lse_flat, Hq, Hkv)
 
-    result = xp.result(out_flat, q, problem.dtype, out)
+    result = xp.result(out_dev, q, problem.dtype, out)
     if not return_lse:
         return result
     lse = lse_flat[: Hq * total_q].reshape(Hq, total_q)
@@ -274,42 +276,42 @@ class _ArrayKind:
         """Device copies (flat views of one int64 buffer, copied at once) of the arrays."""
         flat = [np.asarray(a, dtype=np.int64).reshape(-1) for a in host_arrays]
         ends = np.cumsum([a.size for a in flat])
-        buffer = self.dpnp.asarray(np.concatenate(flat), sycl_queue=self.queue)
-        return [buffer[end - a.size:end] for a, end in zip(flat, ends)]
+        buffer = workspace.upload("fmha.tables", np.concatenate(flat), self.queue).array
+        return [Flat(buffer, offset=int(end) - a.size, size=a.size)
+                for a, end in zip(flat, ends)]
 
     def scratch(self, name, count, dtype):
-        return workspace.scratch(name, count, dtype, self.queue)
+        return workspace.flat_scratch(name, count, dtype, self.queue)
 
     def empty(self, n, dtype):
         return self.dpnp.empty(n, dtype=dtype, sycl_queue=self.queue)
 
     def flat(self, a, dev_dtype):
-        """A flat, contiguous device array of ``a``'s elements as ``dev_dtype``."""
+        """``a``'s elements as a flat kernel argument of ``dev_dtype`` (float16 and
+        bfloat16 bits travel as uint16), copied to the device if ``a`` is on the host or
+        not contiguous."""
         if isinstance(a, np.ndarray):
             a = np.ascontiguousarray(a)
             if a.dtype != dev_dtype:
-                a = a.view(dev_dtype)  # float16 / bfloat16 bits travel as uint16
-            return self.dpnp.asarray(a.reshape(-1), sycl_queue=self.queue)
-        a = self.dpnp.ascontiguousarray(self.dpnp.asarray(a))
-        if a.dtype != dev_dtype:
-            a = reinterpret(a, dev_dtype)
-        return a.reshape(-1)
+                a = a.view(dev_dtype)  # numpy knows bfloat16 only through ml_dtypes
+            a = self.dpnp.asarray(a, sycl_queue=self.queue)
+        elif not a.flags.c_contiguous:
+            a = self.dpnp.ascontiguousarray(a)
+        return Flat(a, dev_dtype)
 
-    def result(self, out_flat, q, dtype_name, out):
-        shape = q.shape
+    def result(self, out_dev, q, dtype_name, out):
+        """The output (``out_dev``, q's shape, in the device dtype) as the caller's kind."""
         if self.kind == "numpy":
-            host = self.dpnp.asnumpy(out_flat)
+            host = self.dpnp.asnumpy(out_dev)
             if dtype_name != "float32":
                 host = host.view(q.dtype)
-            host = host.reshape(shape)
             if out is None:
                 return host
             out[...] = host
             return out
-        res = out_flat
+        res = out_dev
         if q.dtype != res.dtype:
             res = reinterpret(res, q.dtype)
-        res = res.reshape(shape)
         if out is None:
             return res
         out[...] = res

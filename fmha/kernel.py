@@ -202,6 +202,6 @@ def scratch_tiles(config: FmhaConfig, n_groups: int, queue=None):
     one slot per work-group), then the K and V row tiles (local memory)."""
     W, M, N, R = config.tile_width, config.block_m, config.block_n, config.row_tiles
     lane_tiles = max(n_groups, 1) * R * W * M
-    return (workspace.scratch("fmha.q_tiles", lane_tiles, queue=queue),
-            workspace.scratch("fmha.acc_tiles", lane_tiles, queue=queue),
+    return (workspace.flat_scratch("fmha.q_tiles", lane_tiles, queue=queue),
+            workspace.flat_scratch("fmha.acc_tiles", lane_tiles, queue=queue),
             kapi.LocalAccessor(N * W, np.float32), kapi.LocalAccessor(N * W, np.float32))

@@ -16,6 +16,7 @@ import numba_dpex as dpex
 from numba_dpex import kernel_api as kapi
 
 from xetile import factory, kernel, launch, launcher
+from xetile.dtypes import reinterpret
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,6 +73,50 @@ def test_same_results_as_numba_dpex_launcher(flag):
     expected = _expected(ours, width)
     np.testing.assert_allclose(dpnp.asnumpy(ours[3]), expected, rtol=1e-6)
     np.testing.assert_array_equal(dpnp.asnumpy(ours[3]), dpnp.asnumpy(theirs[3]))
+
+
+@kernel
+def _scale_kernel(item: kapi.NdItem, x, out):
+    i = item.get_global_id(0)
+    out[i] = x[i] * 2
+
+
+def test_flat_is_a_1d_view_without_dpnp():
+    """launcher.Flat: elements [offset, offset + size) of a C-contiguous array (of any
+    shape), read as another dtype of the same item size, exactly as the 1-D dpnp view."""
+    base = dpnp.asarray(np.arange(24, dtype=np.float32).reshape(2, 3, 4) - 7.5)
+    bits = reinterpret(base, np.int32)  # float32 bits as int32: Flat reads float32 again
+    flat = launcher.Flat(bits, np.float32, offset=5, size=16)
+    assert launcher.signature([flat]) == launcher.signature([base.reshape(-1)[5:21]])
+    ours, theirs = dpnp.zeros(16, dtype=np.float32), dpnp.zeros(16, dtype=np.float32)
+    launch(_scale_kernel, (16,), (4,), flat, launcher.Flat(ours))
+    launch(_scale_kernel, (16,), (4,), base.reshape(-1)[5:21], theirs)
+    expected = (np.arange(24, dtype=np.float32) - 7.5)[5:21] * 2
+    np.testing.assert_array_equal(dpnp.asnumpy(ours), expected)
+    np.testing.assert_array_equal(dpnp.asnumpy(theirs), expected)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        launcher.Flat(base[:, ::2])
+    with pytest.raises(ValueError, match="item size"):
+        launcher.Flat(base, np.float64)
+    with pytest.raises(ValueError, match=r"elements \[20, 28\) are not inside"):
+        launcher.Flat(base, offset=20, size=8)
+
+
+def test_workspace_upload_and_flat_scratch_reuse_one_buffer():
+    """workspace.upload copies the host array into the named buffer each call (growing it
+    when too small); flat_scratch hands the same memory out as a Flat of ``count``."""
+    from xetile import workspace
+
+    queue = dpnp.zeros(1).sycl_queue
+    first = workspace.upload("test.tables", np.arange(6, dtype=np.float32), queue)
+    second = workspace.upload("test.tables", np.arange(4, dtype=np.float32)[::-1], queue)
+    assert (first.array is second.array, second.size) == (True, 4)
+    out = workspace.flat_scratch("test.out", 4, np.float32, queue)
+    launch(_scale_kernel, (4,), (4,), second, out)
+    np.testing.assert_array_equal(dpnp.asnumpy(out.array)[:4], [6, 4, 2, 0])
+    grown = workspace.upload("test.tables", np.ones(9, dtype=np.float32), queue)
+    assert grown.size == 9 and dpnp.asnumpy(grown.array)[:9].tolist() == [1.0] * 9
+    workspace.release()
 
 
 def test_argument_type_ids_are_dpctls():

@@ -7,7 +7,9 @@ process (numba-dpex 0.23 rejects ``cache=True``). This module takes the kernel's
 from numba-dpex once and does the rest itself:
 
 1. **Signature.** :func:`signature` is a cheap key of the arguments' kinds: an array's
-   (dtype, ndim, layout), a ``LocalAccessor``'s (dtype, ndim), a scalar's numba type.
+   (dtype, ndim, layout), a ``LocalAccessor``'s (dtype, ndim), a scalar's numba type. A
+   :class:`Flat` (a contiguous array passed as 1-D, with no dpnp view made) keys and
+   flattens exactly as a 1-D C-contiguous array of its dtype.
 2. **SPIR-V.** On the first launch of a (kernel, signature) in a process, the SPIR-V
    module comes from the disk cache (:func:`cache_dir`) if it holds it, else from
    numba-dpex's compiler, and is then stored there. The cache key covers the kernel's
@@ -77,6 +79,42 @@ _ELEMENT_TYPE_IDS = {np.dtype(np.float32): _FLOAT32, np.dtype(np.float64): _FLOA
                      np.dtype(np.int8): _INT8, np.dtype(np.uint8): _UINT8}
 
 
+class Flat:
+    """A C-contiguous device array handed to a kernel as 1-D: ``size`` elements of
+    ``dtype`` from element ``offset`` on, with no dpnp view made.
+
+    dpnp's ``reshape`` and slicing cost 10-50 us each (``reshape(-1)`` of a 4-D array:
+    47 us, median of 2000), and a small decode call made about a dozen of them for its
+    inputs, tables and scratch. ``dtype`` may differ from the array's if the item size is
+    the same (float16 bits read as uint16). The kernel sees exactly what a 1-D
+    C-contiguous dpnp array of ``dtype`` would give it (same signature, same slots).
+    """
+    __slots__ = ("array", "dtype", "size", "offset", "pointer", "sycl_queue")
+
+    def __init__(self, array, dtype=None, offset: int = 0, size: int | None = None):
+        usm = array.get_array() if hasattr(array, "get_array") else array
+        if not usm.flags.c_contiguous:
+            raise ValueError("xetile.launcher.Flat: expected a C-contiguous array, got "
+                             f"strides {usm.strides}")
+        self.dtype = np.dtype(dtype if dtype is not None else usm.dtype)
+        if self.dtype.itemsize != usm.itemsize:
+            raise ValueError(f"xetile.launcher.Flat: dtype {self.dtype} has another item "
+                             f"size than the array's {usm.dtype}")
+        self.size = usm.size - offset if size is None else size
+        if offset < 0 or self.size < 0 or offset + self.size > usm.size:
+            raise ValueError(f"xetile.launcher.Flat: elements [{offset}, "
+                             f"{offset + self.size}) are not inside an array of {usm.size}")
+        self.array, self.offset = array, offset
+        self.pointer = usm._pointer + offset * usm.itemsize  # noqa: SLF001
+        self.sycl_queue = usm.sycl_queue
+
+    def typing_stand_in(self):
+        """A 1-D dpnp array of the same dtype and queue, for numba to type."""
+        import dpnp
+
+        return dpnp.empty(1, dtype=self.dtype, sycl_queue=self.sycl_queue)
+
+
 def _layout(array) -> str:
     flags = array.flags
     return "C" if flags.c_contiguous else "F" if flags.f_contiguous else "A"
@@ -95,6 +133,8 @@ def signature(args) -> tuple:
             key.append(("s", kind))
         elif kind is LocalAccessor:
             key.append(("l", np.dtype(arg._dtype), len(arg._shape)))  # noqa: SLF001
+        elif kind is Flat:
+            key.append(("a", arg.dtype, 1, "C"))
         elif hasattr(arg, "sycl_queue") and hasattr(arg, "strides"):
             key.append(("a", arg.dtype, arg.ndim, _layout(arg)))
         else:
@@ -143,6 +183,9 @@ def _flatten(args):
             descriptors.append(MDLocalAccessor(len(shape), _ELEMENT_TYPE_IDS[dtype], *dims))
             values += [int(np.prod(shape)), dtype.itemsize, 0, *shape]
             values += [dtype.itemsize] * len(shape)  # what numba-dpex passes as strides
+        elif type(arg) is Flat:
+            itemsize = arg.dtype.itemsize
+            values += [arg.size, itemsize, arg.pointer, arg.size, itemsize]
         else:
             usm = arg.get_array() if hasattr(arg, "get_array") else arg
             itemsize = arg.itemsize
@@ -299,6 +342,7 @@ def compile_spirv(kern, args, ndim) -> tuple[bytes, str]:
     # compiled first fails to lower ``out[i, 0]`` ("Cannot cast Tuple(int64,
     # Literal[int](0)) to UniTuple(int64 x 2)"), seen with numba 0.59.
     cpu_target.target_context.refresh()
+    args = [arg.typing_stand_in() if type(arg) is Flat else arg for arg in args]
     signature = numba_types.void(NdItemType(ndim), *map(typeof, args))
     result = _in_a_roomy_frame(kern.get_compile_result, signature)
     module = result.kernel_device_ir_module
