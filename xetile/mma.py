@@ -22,8 +22,10 @@ owns row ``i`` of each):
 Each value of B is loaded once (a broadcast) and used by every row tile: on a CPU that
 does two 512-bit FMAs and two 512-bit loads a cycle (Intel Xeon, Sapphire/Emerald
 Rapids), one FMA per broadcast load leaves the loop bound by loads, as a BLAS
-micro-kernel would be with a single row of registers. Rows of B are taken in passes
-small enough for the sums (or the weights) of a pass to stay in registers. A row's
+micro-kernel would be with a single row of registers. For S, rows of B are taken in
+passes small enough for the sums of a pass to stay in registers; for C, one pass takes
+a whole 16-key tile, so each lane tile of C is read and written once per tile (the
+weights that do not fit in registers are read from the stack, an L1 hit). A row's
 arithmetic is the same whatever ``tiles`` is: a sum over ``k`` runs in order, and the
 passes and chains of P V are fixed numbers of keys, so a row gets the same bits whether
 its work-group holds one row tile or four.
@@ -45,13 +47,20 @@ from xetile.kernel import factory
 # Sums one pass of mma_abt keeps in registers (of 32 vector registers; the rest hold the
 # A values and a broadcast B value): 16 keys for one row tile, 4 for four.
 ABT_SUMS = 16
-# P V takes the keys in passes of this many (their weights in registers: 8 per row
-# tile), with this many independent accumulator chains per row tile and k (one chain
-# waits on the latency of every add). Both fix the order of the sum: never tie them to
-# the number of row tiles. Measured on the seed shape with 4 row tiles (non-causal,
-# alternated fresh processes, best of 10): passes of 8 keys with 2 chains 190-207 ms,
-# 4 keys with 1 chain 187-205, 16 keys with 4 chains 197-224.
-PV_KEYS_PER_PASS = 8
+# P V takes the keys in passes of this many, with this many independent accumulator
+# chains per row tile and k (one chain waits on the latency of every add). Both fix the
+# order of the sum: never tie them to the number of row tiles. One pass over a 16-key
+# tile reads and writes each output lane tile once instead of twice; its 64 weights (4
+# row tiles) do not fit in registers, but a weight read from the stack is an L1 hit
+# folded into the FMA. Measured on the seed shape with 4 row tiles, non-causal,
+# alternated fresh processes (best of 8-10):
+# * this session: 16 keys, 2 chains 179-211 ms against 8 keys, 2 chains 192-221 (faster
+#   in each of 4 pairs not hit by a spell of machine noise); on B1 Sq512, 26.2-27.1 ms
+#   against 26.5-31.4;
+# * the previous session: 8 keys with 2 chains 190-207 ms, 4 keys with 1 chain 187-205,
+#   16 keys with 4 chains 197-224 (4 chains were slower this session too: 30.0-30.9 ms
+#   on B1 Sq512).
+PV_KEYS_PER_PASS = 16
 PV_CHAINS = 2
 
 
