@@ -10,7 +10,9 @@ this process (inputs on the SYCL device, compile excluded); torch's
 threads) with the same shapes, K/V contiguous: the cache already gathered for it, and a
 boolean bottom-right mask for causal (torch's ``is_causal`` aligns top-left). torch is
 taken from ``--torch-python`` or ``$FMHA_TORCH_PYTHON`` (a Python with
-``torch==2.13.0``), else skipped.
+``torch==2.13.0``), else skipped. A read-only SYCL kernel streaming as many bytes as
+the decode workload (``benchmarks/bench_read_floor.py``) gives the machine's bandwidth
+in the same run: decode's GB/s as a share of it is the bandwidth target.
 
 The machines are shared and noisy, and the noise comes in spells of seconds: on one
 machine torch's time for the same workload ranged over 143-313 ms between three runs.
@@ -35,12 +37,20 @@ import fmha  # noqa: E402  (configures the SYCL runtime first)
 from fmha.runner import RunConfig, build_problem, flop_count, kv_bytes, synchronize, \
     to_array_kind  # noqa: E402
 
+sys.path.insert(0, str(HERE))
+from benchmarks.bench_read_floor import ReadCase, read_seconds  # noqa: E402
+
 SEED = dict(batch=2, num_heads_q=32, num_heads_kv=8, seq_len_qo=1024, seq_len_kv=1024,
             seq_len_kv_cache=512, head_dim=128, is_causal=True, use_paged_kv=True,
             page_size=128, varlen=False, dtype="float32", kv_layout="NHD")
 DECODE = dict(batch=8, num_heads_q=32, num_heads_kv=8, seq_len_qo=1, seq_len_kv=0,
               seq_len_kv_cache=4096, head_dim=128, is_causal=False, use_paged_kv=True,
               page_size=64, varlen=False, dtype="float32", kv_layout="HND")
+
+
+# A SYCL kernel that only reads as many bytes as decode (asv_bench/benchmarks/
+# bench_read_floor.py): the bandwidth this machine gives in this run.
+READ_FLOOR = "read floor (SYCL read-only kernel, decode's bytes)"
 
 
 def best_call(kwargs, iterations):
@@ -100,6 +110,9 @@ def main(argv=None):
         if torch:
             workloads[name] = (lambda: torch_time(torch, iterations, **shape), None, None)
 
+    decode_problem = build_problem(RunConfig(**{**DECODE, "seed": 0}))
+    floor = ReadCase(kv_bytes(decode_problem))
+    workloads[READ_FLOOR] = (lambda: read_seconds(floor, it * 3), floor, "read")
     fmha("fmha decode (HND pool, page 64)", "gbps", it * 3, **DECODE)
     fmha("fmha decode (NHD pool)", "gbps", it * 3, **dict(DECODE, kv_layout="NHD"))
     fmha("fmha decode float16", None, it * 3, **dict(DECODE, dtype="float16"))
@@ -139,6 +152,8 @@ def main(argv=None):
           "torch decode (contiguous, heads folded)")
     ratio("decode NHD / torch", "fmha decode (NHD pool)",
           "torch decode (contiguous, heads folded)")
+    ratio("decode HND GB/s / read floor GB/s (target >= 0.45)", READ_FLOOR,
+          "fmha decode (HND pool, page 64)")
     ratio("seed (paged 128, causal, fp32) / torch (target <= 0.7)",
           "fmha seed (paged 128, causal, fp32)", "torch seed (contiguous K/V)")
     ratio("non-causal, no cache / torch (target <= 1.0)", "fmha non-causal, no cache",
@@ -165,6 +180,8 @@ def main(argv=None):
             extra = f"{flop_count(problem) / seconds / 1e12:.3f} TFLOP/s"
         elif unit == "gbps":
             extra = f"{kv_bytes(problem) / seconds / 1e9:.1f} GB/s"
+        elif unit == "read":
+            extra = f"{problem.nbytes / seconds / 1e9:.1f} GB/s"
         print(f"{name:52s} {seconds * 1e3:9.2f} ms  {extra}")
     print()
     for name, value in ratios.items():

@@ -88,3 +88,22 @@ def test_screenshot_maps_cdn_urls_to_npm_packages():
     names = ["jquery.flot.js", "examples/x/jquery.flot.min.js.map", "js/md5.min.js"]
     assert shot._member(names, "js/md5.min.js") == "js/md5.min.js"
     assert shot._member(names, "jquery.flot.min.js") == "jquery.flot.js"
+
+
+def test_read_floor_kernel_reads_every_element_once():
+    """The read floor (speed_report's bandwidth reference) really reads the whole array:
+    each lane's sum is checked against numpy, over more than one work-group."""
+    sys.path.insert(0, str(ASV_DIR))
+    try:
+        from benchmarks.bench_read_floor import CHUNK, LANES, ReadCase
+    finally:
+        sys.path.remove(str(ASV_DIR))
+    import dpnp
+
+    case = ReadCase(4 * CHUNK + 1)  # two work-groups
+    values = (np.arange(case.data.size) % 7 - 3).astype(np.float32)
+    case.data[...] = dpnp.asarray(values)
+    case.call()
+    expected = values.reshape(case.groups, CHUNK // LANES, LANES).sum(axis=1).reshape(-1)
+    assert case.groups == 2
+    np.testing.assert_allclose(dpnp.asnumpy(case.sums), expected)
