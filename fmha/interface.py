@@ -288,15 +288,13 @@ class _ArrayKind:
 
     def flat(self, a, dev_dtype):
         """``a``'s elements as a flat kernel argument of ``dev_dtype`` (float16 and
-        bfloat16 bits travel as uint16), copied to the device if ``a`` is on the host or
-        not contiguous."""
+        bfloat16 bits travel as uint16); a host array is copied to the device first (a
+        device array is C-contiguous: validation refuses others)."""
         if isinstance(a, np.ndarray):
             a = np.ascontiguousarray(a)
             if a.dtype != dev_dtype:
                 a = a.view(dev_dtype)  # numpy knows bfloat16 only through ml_dtypes
             a = self.dpnp.asarray(a, sycl_queue=self.queue)
-        elif not a.flags.c_contiguous:
-            a = self.dpnp.ascontiguousarray(a)
         return Flat(a, dev_dtype)
 
     def result(self, out_dev, q, dtype_name, out):

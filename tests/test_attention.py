@@ -153,6 +153,24 @@ def test_out_argument_is_written_and_returned(kind):
     check_against_reference(kwargs, to_numpy(out))
 
 
+def test_strided_host_inputs_are_read_as_their_elements():
+    """q, k, v and the cache as strided numpy views (every other head of a wider array,
+    the cache's pages through a negative stride) give the result of their elements.
+    (A strided device array is refused by validation: tests/test_validation.py.)"""
+    kwargs = _problem((True, "contiguous", None, "NHD"), False, True, (4, 2))
+    views = {}
+    for name in ("q", "k", "v"):
+        a = kwargs[name]
+        wide = np.zeros(a.shape[:2] + (2 * a.shape[2], a.shape[3]), a.dtype)
+        wide[:, :, ::2] = a
+        views[name] = wide[:, :, ::2]
+    for name in ("k_cache", "v_cache"):
+        views[name] = np.ascontiguousarray(kwargs[name][::-1])[::-1]
+    assert not any(v.flags.c_contiguous for v in views.values())
+    out = fmha.attention(**{**kwargs, **views})
+    check_against_reference(kwargs, out)
+
+
 def test_softmax_scale_and_lse_layout_dense():
     kwargs = _problem((True, "contiguous", None, "NHD"), False, False, (4, 2))
     kwargs["softmax_scale"] = 0.3
