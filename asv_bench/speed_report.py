@@ -63,7 +63,6 @@ def best_call(kwargs, iterations):
     return best
 
 
-
 def torch_time(python, iterations, fold_gqa=False, **shape):
     """Best seconds per call of torch SDPA in its own process (None without torch)."""
     if python is None:
@@ -105,15 +104,15 @@ def main(argv=None):
         problem = build_problem(RunConfig(**{**shape, "seed": 0}))
         kwargs = to_array_kind(problem.kwargs, "dpnp")
         workloads[name] = (lambda: best_call(kwargs, iterations), problem, unit)
+        return problem
 
     def baseline(name, iterations=it, **shape):
         if torch:
             workloads[name] = (lambda: torch_time(torch, iterations, **shape), None, None)
 
-    decode_problem = build_problem(RunConfig(**{**DECODE, "seed": 0}))
-    floor = ReadCase(kv_bytes(decode_problem))
+    decode = fmha("fmha decode (HND pool, page 64)", "gbps", it * 3, **DECODE)
+    floor = ReadCase(kv_bytes(decode))
     workloads[READ_FLOOR] = (lambda: read_seconds(floor, it * 3), floor, "read")
-    fmha("fmha decode (HND pool, page 64)", "gbps", it * 3, **DECODE)
     fmha("fmha decode (NHD pool)", "gbps", it * 3, **dict(DECODE, kv_layout="NHD"))
     fmha("fmha decode float16", None, it * 3, **dict(DECODE, dtype="float16"))
     baseline("torch decode (contiguous, heads folded)", it * 3, fold_gqa=True, **DECODE)

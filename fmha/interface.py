@@ -283,8 +283,8 @@ class _ArrayKind:
     def scratch(self, name, count, dtype):
         return workspace.flat_scratch(name, count, dtype, self.queue)
 
-    def empty(self, n, dtype):
-        return self.dpnp.empty(n, dtype=dtype, sycl_queue=self.queue)
+    def empty(self, shape, dtype):
+        return self.dpnp.empty(shape, dtype=dtype, sycl_queue=self.queue)
 
     def flat(self, a, dev_dtype):
         """``a``'s elements as a flat kernel argument of ``dev_dtype`` (float16 and
