@@ -7,9 +7,10 @@ sums per lane, one store per lane at the end): each work-group of 16 lanes takes
 the machine's, measured in the same run as the kernels it bounds; a fixed number from a
 data sheet would not be (the machines are shared, and they change between sessions).
 
-Measured (2 cores of an Intel Xeon, Emerald Rapids): 26-30 GB/s over 268 MB, the same
-as an AVX-512 read loop in C with two OpenMP threads (26.8-29.9 GB/s; one thread
-12.4-15.0).
+Measured (2 cores of an Intel Xeon, Emerald Rapids, session 5): 23.8-26.5 GB/s over
+268 MB in three ``speed_report.py`` runs, 15.6 GB/s while the host was loaded by its
+other tenants; an AVX-512 read loop in C with two OpenMP threads gave 25.8-29.9 GB/s
+(one thread 12.4-15.0).
 """
 from __future__ import annotations
 
