@@ -17,7 +17,9 @@ would idle while every key still costs ``2 * D`` vector instructions. Here:
 A key then costs about ``2 * D / lanes`` vector instructions per row instead of
 ``2 * D`` per 16 rows: 2.5x fewer for 4 rows. Decode reads every K/V element once from
 memory and then once per row from L1; unlike prefill it does not stage tiles into local
-memory (the copy had cost more than it saved). ``lanes`` is ``DECODE_LANES`` (16).
+memory (the copy had cost more than it saved). On x86 CPU devices it asks for the next
+tile's K/V lines while it computes the current one (:mod:`xetile.prefetch`), so that
+streaming and compute overlap. ``lanes`` is ``DECODE_LANES`` (16).
 A sequence longer than ``SPLIT_KEYS`` is
 split across work-groups, whose partial results :func:`decode_combine_kernel` merges.
 Masking, block ranges, the two phases (cache, then new keys) and the output are the
@@ -34,7 +36,7 @@ from numba import uint64 as u64
 from numba_dpex import kernel_api as kapi
 
 import xetile
-from xetile import fastmath, mma, page_table, subgroup, tile
+from xetile import fastmath, mma, page_table, prefetch, subgroup, tile
 from xetile.dtypes import STORAGE
 
 from fmha.block_info import make_block_range
@@ -63,6 +65,15 @@ DECODE_MAX_ROWS = 8    # rows (queries x heads per KV head) one work-group holds
 # order. The split depends on the sequence's own length only, so a sequence gets the
 # same bits alone or in any batch; a multiple of every lane count.
 SPLIT_KEYS = 4096
+# While a tile is computed, ask for the lines of the tile this many tiles ahead (x86 CPU
+# devices, rows contiguous: HND pools and caches). Without it the tile's first reads wait
+# on memory and the rest of the tile is L1 work, so compute and streaming take turns.
+# Measured (AMD EPYC, Zen 5, 2 cores, B8 Hq32 Hkv8, 4096 keys, page 64, D128, fp32, best
+# of 40, alternated fresh processes; docs/design.md section 3b): HND 8.8-13.8 ms against
+# 10.5-13.9 without (faster in 5 of 7 rounds on a noisy host; 8 of 8 for the
+# experimental form), fp16 7.3-8.4 vs 8.2-8.5; NHD pools, whose rows lie 4 KiB apart and
+# share L1 sets, gained nothing (13.4-14.6 vs 13.6-13.9), so they do not prefetch.
+PREFETCH_TILES_AHEAD = 1
 
 
 @dataclass(frozen=True)
@@ -72,12 +83,14 @@ class DecodeConfig:
     dtype: str = "float32"
     lanes: int = DECODE_LANES
     max_rows: int = DECODE_MAX_ROWS
+    prefetch: bool = False  # compile in xetile.prefetch (x86 CPU devices only)
 
     @classmethod
     def default(cls, head_dim: int, dtype: str = "float32") -> "DecodeConfig":
-        """``DECODE_MAX_ROWS`` rows, fewer where the tiles would not fit local memory."""
+        """``DECODE_MAX_ROWS`` rows, fewer where the tiles would not fit local memory;
+        prefetching wherever the device supports it."""
         for rows in (DECODE_MAX_ROWS, DECODE_MAX_ROWS // 2):
-            config = cls(head_dim, dtype, DECODE_LANES, rows)
+            config = cls(head_dim, dtype, DECODE_LANES, rows, prefetch.supported())
             if config.local_memory_bytes <= LOCAL_MEMORY_BUDGET:
                 return config
         return config
@@ -125,6 +138,10 @@ def decode_kernel(config: DecodeConfig):
     accumulate = mma.vec_mat(N, config.chunks, N, config.dtype, D)
     block_range = make_block_range(N)
     store = STORAGE[config.dtype].store
+    PREFETCH = config.prefetch  # a compile-time constant: the call is gone when False
+    line = prefetch.CACHE_LINE_BYTES // STORAGE[config.dtype].device_dtype.itemsize
+    prefetch_tile = page_table.prefetch_rows(N, D, line)
+    ahead = PREFETCH_TILES_AHEAD * N
 
     @dpex.device_func
     def attend_source(q_rows, acc, probs, stats, k_src, v_src, table, table_start,
@@ -140,6 +157,9 @@ def decode_kernel(config: DecodeConfig):
             keys = key_rows(table, table_start, page_size, base, page_stride, row_stride,
                             first, n_keys)
             key = first_pos + first + lane
+            if PREFETCH and row_stride == D:  # rows contiguous: see PREFETCH_TILES_AHEAD
+                prefetch_tile(k_src, v_src, table, table_start, page_size, base,
+                              page_stride, row_stride, first + ahead, n_keys)
             for r in range(rows):
                 s = scores_of(q_rows, r * W, k_src, keys, lane)
                 if block >= n_unmasked:

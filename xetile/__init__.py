@@ -8,6 +8,7 @@ Modules, one idea each:
 * :mod:`xetile.dtypes`    - float32 / float16 / bfloat16 storage, converted once per tile
 * :mod:`xetile.tile`      - 2-D tiles of global arrays, masked loads and stores
 * :mod:`xetile.page_table`- the (sequence, token) -> row mapping of a paged pool
+* :mod:`xetile.prefetch`  - software prefetch of cache lines (x86 CPU devices)
 * :mod:`xetile.mma`       - the emulated sub-group matrix multiply (no matrix unit here)
 * :mod:`xetile.rowstats`  - row max / sum / rescale for online softmax
 * :mod:`xetile.workspace` - reusable device scratch (fresh memory page-faults)

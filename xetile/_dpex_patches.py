@@ -4,10 +4,12 @@ numba-dpex has no sub-group functions and no way to ask for a sub-group size. Tw
 patches add what xetile needs, and a third removes a slowdown of its compiler; each wraps
 the original function and keeps its behaviour:
 
-1. ``spirv_generator.Module._generate_spirv`` gets ``--spirv-ext=+SPV_INTEL_subgroups``
-   added to the llvm-spirv command line, so the ``__spirv_SubgroupShuffle*INTEL`` calls
-   of :mod:`xetile.subgroup` translate to real SPIR-V ops (without the extension
-   llvm-spirv leaves them as unresolved imports).
+1. ``spirv_generator.Module._generate_spirv`` gets ``--spirv-ext=+SPV_INTEL_subgroups,
+   +SPV_INTEL_inline_assembly`` added to the llvm-spirv command line, so the
+   ``__spirv_SubgroupShuffle*INTEL`` calls of :mod:`xetile.subgroup` translate to real
+   SPIR-V ops (without the extension llvm-spirv leaves them as unresolved imports), and
+   the one inline-assembly instruction of :mod:`xetile.prefetch` survives (llvm-spirv
+   refuses inline assembly without it).
 2. A kernel may carry a required sub-group size (``xetile.kernel(sub_group_size=16)``
    sets ``py_func.__xetile_sub_group_size__``). While numba-dpex lowers that kernel
    (``_SPIRVKernelCompiler._compile_to_spirv``) we remember the size, and when it builds
@@ -41,7 +43,7 @@ from numba_dpex.kernel_api_impl.spirv import dispatcher as _dispatcher
 from numba_dpex.kernel_api_impl.spirv import spirv_generator as _spirv_generator
 from numba_dpex.kernel_api_impl.spirv import target as _target
 
-SPIRV_EXTENSIONS = ("--spirv-ext=+SPV_INTEL_subgroups",)
+SPIRV_EXTENSIONS = ("--spirv-ext=+SPV_INTEL_subgroups,+SPV_INTEL_inline_assembly",)
 SUB_GROUP_SIZE_ATTR = "__xetile_sub_group_size__"
 # (module, class name, method name) of every function patched here
 PATCHED = (
