@@ -132,16 +132,16 @@ def prefetch_rows(rows: int, width: int, line: int):
     @dpex.device_func
     def prefetch(a, b, table, table_start, page_size, base, page_stride, row_stride,
                  first, end):
-        if first < end:
+        count = min(rows, end - first)  # valid rows (none when first >= end)
+        if count > 0:
             slot, offset, page = row_cursor(table, table_start, page_size, first)
-            for j in range(rows):
-                if first + j < end:
-                    if j > 0:
-                        slot, offset, page = next_row(table, table_start, page_size,
-                                                      slot, offset, page)
-                    start = row_start(base, page, offset, page_stride, row_stride)
-                    for c in range(0, width, line):
-                        prefetch_line(a, start + u64(c))
-                        prefetch_line(b, start + u64(c))
+            for j in range(count):
+                start = row_start(base, page, offset, page_stride, row_stride)
+                for c in range(0, width, line):
+                    prefetch_line(a, start + u64(c))
+                    prefetch_line(b, start + u64(c))
+                if j + 1 < count:  # step to the next row only if it is valid
+                    slot, offset, page = next_row(table, table_start, page_size,
+                                                  slot, offset, page)
         return 0
     return prefetch
