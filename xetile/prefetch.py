@@ -20,6 +20,7 @@ given.
 """
 from __future__ import annotations
 
+import functools
 import platform
 
 import llvmlite.ir as llvmir
@@ -30,6 +31,7 @@ from numba_dpex.kernel_api_impl.spirv.target import SPIRV_TARGET_NAME
 CACHE_LINE_BYTES = 64
 
 
+@functools.lru_cache(maxsize=None)
 def supported() -> bool:
     """Whether kernels may use :func:`prefetch_line`: the SYCL device is this x86 CPU."""
     from xetile import runtime
