@@ -123,9 +123,9 @@ def prefetch_rows(rows: int, width: int, line: int):
 
     Every argument is sub-group uniform: the CPU runtime issues the instruction once per
     lane, so each line is asked for ``lanes`` times. That was measured faster than one
-    request per line issued by the lane that owns it (docs/design.md section 3b): the
-    repeats space the requests out, where a burst of them stalls the core on its
-    miss buffers.
+    request per line, issued by the lane whose row it is, and faster than spreading the
+    requests over the tile's query rows (docs/design.md section 3b); why is not pinned
+    down.
     """
     from xetile.prefetch import prefetch_line
 
