@@ -70,7 +70,7 @@ SPLIT_KEYS = 4096
 # on memory and the rest of the tile is L1 work, so compute and streaming take turns.
 # Measured (AMD EPYC, Zen 5, 2 cores, B8 Hq32 Hkv8, 4096 keys, page 64, D128, fp32, best
 # of 40, alternated fresh processes; docs/design.md section 3b): HND 8.8-13.8 ms against
-# 10.5-13.9 without (faster in 5 of 7 rounds on a noisy host; 8 of 8 for the
+# 10.3-13.9 without (faster in 8 of 10 rounds on a noisy host; 8 of 8 for the
 # experimental form), fp16 7.3-8.4 vs 8.2-8.5; NHD pools, whose rows lie 4 KiB apart and
 # share L1 sets, gained nothing (13.4-14.6 vs 13.6-13.9), so they do not prefetch.
 PREFETCH_TILES_AHEAD = 1
