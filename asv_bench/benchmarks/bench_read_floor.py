@@ -10,8 +10,8 @@ data sheet would not be (the machines are shared, and they change between sessio
 Measured (2 cores of an Intel Xeon, Emerald Rapids, session 5): 23.8-26.5 GB/s over
 268 MB in three ``speed_report.py`` runs, 15.6 GB/s while the host was loaded by its
 other tenants; an AVX-512 read loop in C with two OpenMP threads gave 25.8-29.9 GB/s
-(one thread 12.4-15.0). On an AMD EPYC (Zen 5, session 6): 39.9-48.6 GB/s in six of
-seven measurements (four ``speed_report.py`` runs, three by hand), 72.1 in one.
+(one thread 12.4-15.0). On an AMD EPYC (Zen 5, session 6): 39.9-48.6 GB/s in eight of
+nine measurements (six ``speed_report.py`` runs, three by hand), 72.1 in one.
 """
 from __future__ import annotations
 
