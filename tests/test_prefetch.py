@@ -7,8 +7,8 @@ import pytest
 import xetile  # noqa: F401  (configures the runtime before dpnp)
 import dpnp
 
-from fmha import decode
 import fmha
+from fmha import decode
 from tests.problems import check_against_reference, make_problem, to_numpy
 from xetile import factory, kernel, launch, launcher, page_table, prefetch
 
@@ -47,14 +47,14 @@ def test_decode_defaults_to_prefetch_on_this_device():
 
 @pytest.mark.parametrize("dtype, paged, page_size", [("float32", True, 16),
                                                      ("bfloat16", True, 5),
-                                                     ("float16", False, 0)])
+                                                     ("float16", False, 16)])
 def test_decode_with_and_without_prefetch_agree_bitwise(monkeypatch, dtype, paged,
                                                         page_size):
     """HND (the layout that prefetches): keys over several tiles, a ragged last tile,
     pages smaller than a tile, a contiguous cache."""
     kw = make_problem(batch=3, seqlens_q=1, seqlens_kv=[1, 0, 2], cache_seqlens=[70, 33, 5],
                       num_heads_q=8, num_heads_kv=2, head_dim=40, varlen=True, paged=paged,
-                      page_size=page_size or 16, kv_layout="HND", dtype=dtype, seed=3)
+                      page_size=page_size, kv_layout="HND", dtype=dtype, seed=3)
     out, lse = fmha.attention(**kw, return_lse=True)
     check_against_reference(kw, out, lse)
     monkeypatch.setattr(decode.prefetch, "supported", lambda: False)

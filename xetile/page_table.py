@@ -31,6 +31,7 @@ from numba import uint64 as u64
 
 from xetile._codegen import device_function, names
 from xetile.kernel import factory
+from xetile.prefetch import prefetch_line
 from xetile.tile import TileOps
 
 
@@ -127,8 +128,6 @@ def prefetch_rows(rows: int, width: int, line: int):
     requests over the tile's query rows (docs/design.md section 3b); why is not pinned
     down.
     """
-    from xetile.prefetch import prefetch_line
-
     @dpex.device_func
     def prefetch(a, b, table, table_start, page_size, base, page_stride, row_stride,
                  first, end):
