@@ -18,8 +18,8 @@ A key then costs about ``2 * D / lanes`` vector instructions per row instead of
 ``2 * D`` per 16 rows: 2.5x fewer for 4 rows. Decode reads every K/V element once from
 memory and then once per row from L1; unlike prefill it does not stage tiles into local
 memory (the copy had cost more than it saved). On x86 CPU devices it asks for the next
-tile's K/V lines while it computes the current one (:mod:`xetile.prefetch`): about 10%
-faster on the machine measured, though streaming and compute still mostly add up. ``lanes`` is ``DECODE_LANES`` (16).
+tile's K/V lines while it computes the current one (:mod:`xetile.prefetch`): 5-15%
+faster on the machines measured, though streaming and compute still mostly add up. ``lanes`` is ``DECODE_LANES`` (16).
 A sequence longer than ``SPLIT_KEYS`` is
 split across work-groups, whose partial results :func:`decode_combine_kernel` merges.
 Masking, block ranges, the two phases (cache, then new keys) and the output are the
@@ -66,13 +66,17 @@ DECODE_MAX_ROWS = 8    # rows (queries x heads per KV head) one work-group holds
 # same bits alone or in any batch; a multiple of every lane count.
 SPLIT_KEYS = 4096
 # While a tile is computed, ask for the lines of the tile this many tiles ahead (x86 CPU
-# devices, rows contiguous: HND pools and caches). Without it the tile's first reads wait
-# on memory and the rest of the tile is L1 work, so compute and streaming take turns.
-# Measured (AMD EPYC, Zen 5, 2 cores, B8 Hq32 Hkv8, 4096 keys, page 64, D128, fp32, best
-# of 40, alternated fresh processes; docs/design.md section 3b): HND 8.8-13.8 ms against
-# 10.3-13.9 without (faster in 8 of 10 rounds on a noisy host; 8 of 8 for the
-# experimental form), fp16 7.3-8.4 vs 8.2-8.5; NHD pools, whose rows lie 4 KiB apart and
-# share L1 sets, gained nothing (13.4-14.6 vs 13.6-13.9), so they do not prefetch.
+# devices). Without it the tile's first reads wait on memory and the rest of the tile is
+# L1 work, so compute and streaming take turns. Measured (B8 Hq32 Hkv8, 4096 keys, page
+# 64, D128, best of 40-60, alternated fresh processes; docs/design.md section 3b):
+# * Intel Xeon with AMX (2 cores, session 7), each lane asking for its own line
+#   (xetile.prefetch.prefetch_rows): HND fp32 13.5-14.0 ms against 14.9-15.2 with one
+#   address for all lanes, which beat no prefetch (14.7-15.7 against 15.7-16.6); NHD
+#   18.1-18.2 against 20.0-20.8 without; fp16 9.7-10.2 against 10.1-10.6. One tile
+#   ahead, two or four: within noise;
+# * AMD EPYC (Zen 5, session 6), one address for all lanes: HND 8.8-13.8 ms against
+#   10.3-13.9 without (faster in 8 of 10 rounds on a noisy host), fp16 7.3-8.4 vs
+#   8.2-8.5; NHD (rows 4 KiB apart) gained nothing then (13.4-14.6 vs 13.6-13.9).
 PREFETCH_TILES_AHEAD = 1
 
 
@@ -140,7 +144,7 @@ def decode_kernel(config: DecodeConfig):
     store = STORAGE[config.dtype].store
     PREFETCH = config.prefetch  # a compile-time constant: the call is gone when False
     line = prefetch.CACHE_LINE_BYTES // STORAGE[config.dtype].device_dtype.itemsize
-    prefetch_tile = page_table.prefetch_rows(N, D, line)
+    prefetch_tile = prefetch.prefetch_rows(N, N, D, line)
     ahead = PREFETCH_TILES_AHEAD * N
 
     @dpex.device_func
@@ -157,9 +161,10 @@ def decode_kernel(config: DecodeConfig):
             keys = key_rows(table, table_start, page_size, base, page_stride, row_stride,
                             first, n_keys)
             key = first_pos + first + lane
-            if PREFETCH and row_stride == D:  # rows contiguous: see PREFETCH_TILES_AHEAD
-                prefetch_tile(k_src, v_src, table, table_start, page_size, base,
-                              page_stride, row_stride, first + ahead, n_keys)
+            if PREFETCH and first + ahead < n_keys:  # see PREFETCH_TILES_AHEAD
+                prefetch_tile(k_src, v_src,
+                              key_rows(table, table_start, page_size, base, page_stride,
+                                       row_stride, first + ahead, n_keys), lane)
             for r in range(rows):
                 s = scores_of(q_rows, r * W, k_src, keys, lane)
                 if block >= n_unmasked:

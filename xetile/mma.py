@@ -22,13 +22,13 @@ owns row ``i`` of each):
 Each value of B is loaded once (a broadcast) and used by every row tile: on a CPU that
 does two 512-bit FMAs and two 512-bit loads a cycle (Intel Xeon, Sapphire/Emerald
 Rapids), one FMA per broadcast load leaves the loop bound by loads, as a BLAS
-micro-kernel would be with a single row of registers. For S, rows of B are taken in
-passes small enough for the sums of a pass to stay in registers; for C, one pass takes
-a whole 16-key tile, so each lane tile of C is read and written once per tile (the
-weights that do not fit in registers are read from the stack, an L1 hit). A row's
-arithmetic is the same whatever ``tiles`` is: a sum over ``k`` runs in order, and the
-passes and chains of P V are fixed numbers of keys, so a row gets the same bits whether
-its work-group holds one row tile or four.
+micro-kernel would be with a single row of registers. Both forms keep 16 sums in
+registers per pass: for S, a pass takes ``16 // tiles`` rows of B over the whole depth;
+for C, a pass takes ``16 // tiles`` columns of each lane tile of C over all the keys of
+the tile (each key: that many broadcast values of B and one weight per row tile). A
+row's arithmetic is the same whatever ``tiles`` is: every sum, over ``k`` for S and over
+the keys for C, is one chain in order, so a row gets the same bits whether its
+work-group holds one row tile or four.
 
 Shapes (``lanes`` = M rows per tile, ``N`` columns of S, ``K`` = depth):
 A lane tiles ``[tiles, K, M]``, B row tile ``[N, K]``, C lane tiles ``[tiles, K, M]``.
@@ -47,21 +47,16 @@ from xetile.kernel import factory
 # Sums one pass of mma_abt keeps in registers (of 32 vector registers; the rest hold the
 # A values and a broadcast B value): 16 keys for one row tile, 4 for four.
 ABT_SUMS = 16
-# P V takes the keys in passes of this many, with this many independent accumulator
-# chains per row tile and k (one chain waits on the latency of every add). Both fix the
-# order of the sum: never tie them to the number of row tiles. One pass over a 16-key
-# tile reads and writes each output lane tile once instead of twice; its 64 weights (4
-# row tiles) do not fit in registers, but a weight read from the stack is an L1 hit
-# folded into the FMA. Measured on the seed shape with 4 row tiles, non-causal,
-# alternated fresh processes (best of 8-10):
-# * this session: 16 keys, 2 chains 179-211 ms against 8 keys, 2 chains 192-221 (faster
-#   in each of 4 pairs not hit by a spell of machine noise); on B1 Sq512, 26.2-27.1 ms
-#   against 26.5-31.4;
-# * the previous session: 8 keys with 2 chains 190-207 ms, 4 keys with 1 chain 187-205,
-#   16 keys with 4 chains 197-224 (4 chains were slower this session too: 30.0-30.9 ms
-#   on B1 Sq512).
-PV_KEYS_PER_PASS = 16
-PV_CHAINS = 2
+# Output sums one pass of mma_ab keeps in registers: P V walks the depth in chunks of
+# AB_SUMS // tiles columns, and for each key of the tile loads that many broadcast V
+# values and one weight per row tile, then does AB_SUMS FMAs (2 loads per 4 FMAs, as in
+# mma_abt). Each sum C_t[i, k] is one chain over the keys in order, whatever the chunk,
+# so a row's bits do not depend on the number of row tiles. The form before (the tile's
+# 16 keys in one pass over the depth, each weight read from the stack by its FMA: 5
+# loads per 4 FMAs, load-bound) measured on the seed shape without causal masking
+# (Intel Xeon with AMX, 2 cores, session 7, alternated fresh processes, best of 10):
+# 150-159 ms before, 138-154 after.
+AB_SUMS = 16
 
 
 @factory
@@ -101,27 +96,41 @@ def mma_ab(n: int, depth: int, lanes: int, tiles: int = 1):
     row of ``C_t = alphas[t] * C_t + P_t B`` for each of ``tiles`` lane tiles
     (``C_t`` at ``c_start + t * c_tile_pitch``, ``P_t = ps[t]``, a tuple of ``n``).
     ``B`` is a row tile ``[n, depth]``."""
-    chains = min(PV_CHAINS, PV_KEYS_PER_PASS)
+    columns = max(1, AB_SUMS // tiles)
+    while depth % columns:
+        columns //= 2
+    sums = [(t, c) for t in range(tiles) for c in range(columns)]
     body = ["def mma_ab(ps, b_tile, c_tile, c_start, c_tile_pitch, alphas, lane):",
             "    lane = u64(c_start) + u64(lane)"]
     body += [f"    alpha{t} = alphas[{t}]" for t in range(tiles)]
-    for first in range(0, n, PV_KEYS_PER_PASS):
-        keys = range(first, min(n, first + PV_KEYS_PER_PASS))
-        body += [f"    p{t}_{j} = ps[{t}][{j}]" for t in range(tiles) for j in keys]
-        body += [f"    for k in range({depth}):",
-                 f"        at = u64(k) * u64({lanes}) + lane"]
-        for t in range(tiles):
-            c = f"c_tile[at + u64({t}) * u64(c_tile_pitch)]"
-            body += [f"        c{t}_0 = {c} * alpha{t}" if first == 0 else f"        c{t}_0 = {c}"]
-            body += [f"        c{t}_{i} = numba.float32(0.0)" for i in range(1, chains)]
-        for i, j in enumerate(keys):
-            body += [f"        b = b_tile[u64({j * depth}) + u64(k)]"]
-            body += [f"        c{t}_{i % chains} = fma(p{t}_{j}, b, c{t}_{i % chains})"
-                     for t in range(tiles)]
-        for t in range(tiles):
-            body += [f"        c_tile[at + u64({t}) * u64(c_tile_pitch)] = "
-                     f"{' + '.join(f'c{t}_{i}' for i in range(chains))}"]
-    return device_function("\n".join(body), "mma_ab", _NAMESPACE)
+    body += [f"    p{j} = ({', '.join(f'ps[{t}][{j}]' for t in range(tiles))},)"
+             for j in range(n)]  # key j's weight for each row tile
+    body += [f"    for k in range(0, {depth}, {columns}):",
+             f"        at = u64(k) * u64({lanes}) + lane",
+             "        cs = (" + ", ".join(
+                 f"c_tile[at + u64({c * lanes}) + u64({t}) * u64(c_tile_pitch)] * alpha{t}"
+                 for t, c in sums) + ",)"]
+    body += [f"        cs = key_step(cs, p{j}, b_tile, u64({j * depth}) + u64(k))"
+             for j in range(n)]
+    body += [f"        c_tile[at + u64({c * lanes}) + u64({t}) * u64(c_tile_pitch)] = "
+             f"cs[{i}]" for i, (t, c) in enumerate(sums)]
+    return device_function("\n".join(body), "mma_ab",
+                           {**_NAMESPACE, "key_step": _key_step(tiles, columns)})
+
+
+@factory
+def _key_step(tiles: int, columns: int):
+    """``key_step(cs, p, b_tile, at) -> cs``: one key of P V for ``columns`` columns of
+    ``tiles`` row tiles: ``cs[t * columns + c] += p[t] * b_tile[at + c]``. A function of
+    its own, called once per key, so that numba types it once (unrolled inside mma_ab,
+    the kernel took 0.7 s longer to compile); LLVM inlines it."""
+    body = ["def key_step(cs, p, b_tile, at):"]
+    body += [f"    b{c} = b_tile[at + u64({c})]" for c in range(columns)]
+    body += [f"    c{t}_{c} = fma(p[{t}], b{c}, cs[{t * columns + c}])"
+             for c in range(columns) for t in range(tiles)]
+    body += ["    return (" + ", ".join(f"c{t}_{c}" for t in range(tiles)
+                                       for c in range(columns)) + ",)"]
+    return device_function("\n".join(body), "key_step", _NAMESPACE)
 
 
 def _namespace():

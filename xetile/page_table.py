@@ -31,7 +31,6 @@ from numba import uint64 as u64
 
 from xetile._codegen import device_function, names
 from xetile.kernel import factory
-from xetile.prefetch import prefetch_line
 from xetile.tile import TileOps
 
 
@@ -111,36 +110,3 @@ def row_starts(rows: int):
     body.append(f"    return ({names('s', rows)},)")
     namespace = {"row_cursor": row_cursor, "next_row": next_row, "row_start": row_start}
     return device_function("\n".join(body), "row_starts", namespace)
-
-
-@factory
-def prefetch_rows(rows: int, width: int, line: int):
-    """``prefetch(a, b, table, table_start, page_size, base, page_stride, row_stride,
-    first, end)``: ask for the cache lines of rows ``first .. first+rows-1`` (those
-    before ``end``) of two row sources with the same layout (K and V), ``width``
-    elements from each row's start, one :func:`xetile.prefetch.prefetch_line` every
-    ``line`` elements (a cache line's worth). Rows at or past ``end`` are skipped, so
-    the table and the arrays are only touched where valid rows lie.
-
-    Every argument is sub-group uniform: the CPU runtime issues the instruction once per
-    lane, so each line is asked for ``lanes`` times. That was measured faster than one
-    request per line, issued by the lane whose row it is, and faster than spreading the
-    requests over the tile's query rows (docs/design.md section 3b); why is not pinned
-    down.
-    """
-    @dpex.device_func
-    def prefetch(a, b, table, table_start, page_size, base, page_stride, row_stride,
-                 first, end):
-        count = min(rows, end - first)  # valid rows (none when first >= end)
-        if count > 0:
-            slot, offset, page = row_cursor(table, table_start, page_size, first)
-            for j in range(count):
-                start = row_start(base, page, offset, page_stride, row_stride)
-                for c in range(0, width, line):
-                    prefetch_line(a, start + u64(c))
-                    prefetch_line(b, start + u64(c))
-                if j + 1 < count:  # step to the next row only if it is valid
-                    slot, offset, page = next_row(table, table_start, page_size,
-                                                  slot, offset, page)
-        return 0
-    return prefetch
