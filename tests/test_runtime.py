@@ -86,6 +86,53 @@ def test_patched_numba_dpex_functions_exist_and_are_wrapped():
     assert not getattr(fn.__wrapped__, "__xetile_patched__", False)
 
 
+def test_only_kernel_libraries_are_optimised():
+    """Patch 4: a device function's library is left for the kernel's module to optimise;
+    a kernel's library (inline_threshold set, as numba-dpex sets it before finalizing) is
+    optimised as upstream does."""
+    from numba_dpex.kernel_api_impl.spirv.codegen import SPIRVCodeLibrary
+
+    optimised = []
+    patched = _dpex_patches._optimize_final_module(lambda library: optimised.append(library))
+    device_library = object.__new__(SPIRVCodeLibrary)
+    kernel_library = object.__new__(SPIRVCodeLibrary)
+    kernel_library.inline_threshold = 0
+    patched(device_library)
+    patched(kernel_library)
+    assert optimised == [kernel_library]
+
+
+def test_a_kernel_calling_device_functions_is_optimised_after_linking():
+    """The kernel's SPIR-V holds no stack slots left from numba's lowering of its device
+    function (the kernel's module was optimised with the device function linked in)."""
+    import dpnp
+    import numba_dpex as dpex
+
+    @dpex.device_func
+    def twice_plus(a, b):
+        c = a + a
+        return c + b
+
+    @xetile.kernel(sub_group_size=16)
+    def axpy2(item, x, y, out):
+        i = item.get_global_id(0)
+        out[i] = twice_plus(x[i], y[i])
+
+    x = np.arange(37, dtype=np.float32)
+    y = np.ones(37, dtype=np.float32)
+    out = dpnp.zeros(37, dtype=np.float32)
+    args = (dpnp.asarray(x), dpnp.asarray(y), out)
+    xetile.launch(axpy2, (37,), (1,), *args)
+    np.testing.assert_array_equal(dpnp.asnumpy(out), 2 * x + y)
+    from numba import typeof
+    from numba.core import types
+    from numba_dpex.core.types.kernel_api.index_space_ids import NdItemType
+
+    signature = types.void(NdItemType(1), *map(typeof, args))
+    module = str(axpy2.get_compile_result(signature).library.final_module)
+    assert "twice_plus" in module and "alloca" not in module
+
+
 def test_required_sub_group_size_is_honoured():
     import dpnp
     from xetile import subgroup
