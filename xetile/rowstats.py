@@ -29,8 +29,11 @@ def row_max(n: int):
 @factory
 def mask_row(n: int):
     body = ["def mask_row(s, first, end, limit):"]
-    body += [f"    m{j} = s[{j}] if first + {j} < end and first + {j} <= limit else NEG_INF"
-             for j in range(n)]
+    # the column's bound first, then one branch-free select per column (a conditional
+    # expression with `and` is two branches each in numba's IR: 0.16 s to compile at
+    # n = 16 against 0.05)
+    body += ["    bound = min(end - 1, limit) - first"]
+    body += [f"    m{j} = select({j} <= bound, s[{j}], NEG_INF)" for j in range(n)]
     body += [f"    return ({names('m', n)},)"]
     return device_function("\n".join(body), "mask_row", _NAMESPACE)
 
@@ -46,7 +49,8 @@ def exp2_row(n: int):
 def _namespace():
     import numba
 
-    return {"numba": numba, "exp2": fastmath.exp2, "NEG_INF": np.float32(-np.inf)}
+    return {"numba": numba, "exp2": fastmath.exp2, "select": fastmath.select,
+            "NEG_INF": np.float32(-np.inf)}
 
 
 _NAMESPACE = _namespace()
