@@ -50,12 +50,14 @@ from fmha.softmax import finalize as softmax_finalize
 # Lanes = keys per tile (the transpose-reduce maps key j to lane j). Measured (B8 Hq32
 # Hkv8, 4096 keys, D128, 8 against 16 lanes alternated in fresh processes;
 # docs/design.md section 3b):
-# * Intel Xeon (Emerald Rapids, 512-bit FMA units), this session, best of 20, six
+# * Intel Xeon (Emerald Rapids, 512-bit FMA units), session 5, best of 20, six
 #   rounds: HND pool, fp32 16 lanes 18.5-21.0 ms vs 8 lanes 23.3-33.4; fp16 14.0-22.8 vs
 #   15.8-26.4 (the last three rounds 14.0-14.5 vs 15.8-26.2);
-# * AMD EPYC (Zen 4, 256-bit FMA units), previous session: HND, fp16 8 lanes 9.5-10.4
+# * AMD EPYC (Zen 4, 256-bit FMA units), session 4: HND, fp16 8 lanes 9.5-10.4
 #   ms vs 16 lanes 12.1-13.4 (fp32 15.5-19.3 vs 14.3-16.2, noisy); NHD (key rows 4 KiB
 #   apart), 16 lanes 21.1-23.4 vs 8 lanes 23.2-24.0 (fp16 15.0-16.9 vs 17.6-18.2).
+# * Intel Xeon with AMX (2 cores, session 7), HND page 64, best of 60, two rounds: fp32
+#   16 lanes 13.9 ms vs 8 lanes 16.8-17.9; fp16 10.4-11.3 vs 13.2-13.6.
 # 16 lanes win everywhere but for fp16 HND pools on the AMD machine, where 8 did (and
 # the previous sessions chose the lanes from the key-row pitch for that).
 DECODE_LANES = 16
