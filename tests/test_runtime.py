@@ -107,6 +107,9 @@ def test_a_kernel_calling_device_functions_is_optimised_after_linking():
     function (the kernel's module was optimised with the device function linked in)."""
     import dpnp
     import numba_dpex as dpex
+    from numba import typeof
+    from numba.core import types
+    from numba_dpex.core.types.kernel_api.index_space_ids import NdItemType
 
     @dpex.device_func
     def twice_plus(a, b):
@@ -124,10 +127,6 @@ def test_a_kernel_calling_device_functions_is_optimised_after_linking():
     args = (dpnp.asarray(x), dpnp.asarray(y), out)
     xetile.launch(axpy2, (37,), (1,), *args)
     np.testing.assert_array_equal(dpnp.asnumpy(out), 2 * x + y)
-    from numba import typeof
-    from numba.core import types
-    from numba_dpex.core.types.kernel_api.index_space_ids import NdItemType
-
     signature = types.void(NdItemType(1), *map(typeof, args))
     module = str(axpy2.get_compile_result(signature).library.final_module)
     assert "twice_plus" in module and "alloca" not in module

@@ -3,8 +3,8 @@
 A CPU core waits on memory when a tile's first read of a line misses. The decode kernel
 reads each K/V line once from memory and then computes on it from L1, so without help
 its compute and its streaming take turns (``docs/design.md`` section 3b). Asking for the
-next tile's lines while the current one is computed lets them overlap, in part (about
-10% faster on the machine measured).
+next tile's lines while the current one is computed lets them overlap, in part (5-15%
+faster on the machines measured).
 
 OpenCL's ``prefetch`` built-in does not do it here: the CPU runtime compiles it to a
 library call (``__lprefetch``) per lane, and a call clobbers every vector register
