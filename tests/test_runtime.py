@@ -86,20 +86,42 @@ def test_patched_numba_dpex_functions_exist_and_are_wrapped():
     assert not getattr(fn.__wrapped__, "__xetile_patched__", False)
 
 
+# a device function that keeps its argument in a stack slot, and its one caller
+_TWO_FUNCTIONS_IR = """
+define internal float @twice(float %x) {
+  %slot = alloca float
+  store float %x, float* %slot
+  %y = load float, float* %slot
+  %z = fadd float %y, %y
+  ret float %z
+}
+define float @entry(float %x) {
+  %r = call float @twice(float %x)
+  ret float %r
+}
+"""
+
+
 def test_only_kernel_libraries_are_optimised():
-    """Patch 4: a device function's library is left for the kernel's module to optimise;
-    a kernel's library (inline_threshold set, as numba-dpex sets it before finalizing) is
-    optimised as upstream does."""
+    """Patch 4: a device function's library is left as it is (the kernel's module links
+    it in and is optimised); a kernel's library (inline_threshold set, as numba-dpex sets
+    it before finalizing) gets the short pipeline: calls inlined, stack slots gone."""
+    import llvmlite.binding as ll
     from numba_dpex.kernel_api_impl.spirv.codegen import SPIRVCodeLibrary
 
-    optimised = []
-    patched = _dpex_patches._optimize_final_module(lambda library: optimised.append(library))
+    upstream = []
+    patched = _dpex_patches._optimize_final_module(lambda library: upstream.append(library))
     device_library = object.__new__(SPIRVCodeLibrary)
     kernel_library = object.__new__(SPIRVCodeLibrary)
-    kernel_library.inline_threshold = 0
+    for library in (device_library, kernel_library):
+        library._final_module = ll.parse_assembly(_TWO_FUNCTIONS_IR)
+    kernel_library.inline_threshold = 2
     patched(device_library)
     patched(kernel_library)
-    assert optimised == [kernel_library]
+    assert upstream == []  # O2 runs for neither
+    assert str(device_library._final_module).count("alloca") == 1
+    kernel = str(kernel_library._final_module)
+    assert "alloca" not in kernel and "call " not in kernel and "fadd" in kernel
 
 
 def test_a_kernel_calling_device_functions_is_optimised_after_linking():

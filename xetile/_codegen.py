@@ -8,7 +8,13 @@ The expanded source is kept on the function (``__xetile_source__``) for reading.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+
+import llvmlite.ir as llvmir
 import numba_dpex as dpex
+from numba import types
+from numba.core import cgutils
 
 
 def names(prefix: str, n: int) -> str:
@@ -23,3 +29,143 @@ def device_function(source: str, name: str, namespace: dict):
     fn = scope[name]
     fn.__xetile_source__ = source
     return dpex.device_func(fn)
+
+
+class Emitter:
+    """Write LLVM IR for an ``@intrinsic`` almost as its Python template would read.
+
+    numba types and lowers a generated device function statement by statement: for the
+    register loops of :mod:`xetile.mma` (a few hundred statements) that cost more than
+    half a second per configuration, on every first call. An intrinsic skips numba's
+    front end: its ``codegen`` writes the IR directly, and the kernel's LLVM pipeline
+    then optimises it with the rest (``var`` cells become registers). This class keeps
+    such a ``codegen`` short: values are uint64 offsets and float32 numbers, arrays are
+    argument positions.
+
+    ``args`` and ``sig`` are the ``codegen``'s own.
+    """
+
+    def __init__(self, context, builder, sig, args):
+        self.context, self.builder, self.sig, self.args = context, builder, sig, args
+        self.u64_type = context.get_value_type(types.uint64)
+        # every array argument's data pointer, taken here, where the call starts: one
+        # taken inside a loop would not dominate a use after it
+        self._data = {i: context.make_array(ty)(context, builder, args[i]).data
+                      for i, ty in enumerate(sig.args) if isinstance(ty, types.Array)}
+
+    def u64(self, value):
+        """A uint64 constant (``int``), or argument ``value``'s value as uint64 (an
+        argument position, given as ``Arg(i)``)."""
+        if isinstance(value, Arg):
+            return self.context.cast(self.builder, self.args[value.position],
+                                     self.sig.args[value.position], types.uint64)
+        return llvmir.Constant(self.u64_type, value)
+
+    def f32(self, value, *path):
+        """A float32 constant (``float``), or an argument (``Arg(i)``) as float32; with
+        ``path`` an element of a (nested) tuple argument, e.g. ``f32(Arg(0), t, j)``."""
+        if not isinstance(value, Arg):
+            return llvmir.Constant(llvmir.FloatType(), value)
+        arg, ty = self.args[value.position], self.sig.args[value.position]
+        for index in path:
+            arg, ty = self.builder.extract_value(arg, index), ty[index]
+        return self.context.cast(self.builder, arg, ty, types.float32)
+
+    def _pointer(self, array: "Arg", at):
+        return self.builder.gep(self._data[array.position], [at]), \
+            self.sig.args[array.position].dtype
+
+    def load(self, array: "Arg", at):
+        """``float32(array[at])`` (``at`` a uint64 value)."""
+        pointer, dtype = self._pointer(array, at)
+        return self.context.cast(self.builder, self.builder.load(pointer), dtype,
+                                 types.float32)
+
+    def store(self, array: "Arg", at, value):
+        """``array[at] = value`` (a float32 value)."""
+        pointer, dtype = self._pointer(array, at)
+        self.builder.store(self.context.cast(self.builder, value, types.float32, dtype),
+                           pointer)
+
+    def add(self, x, y):
+        return self.builder.add(x, y)
+
+    def mul(self, x, y):
+        return self.builder.mul(x, y)
+
+    def fmul(self, x, y):
+        return self.builder.fmul(x, y)
+
+    def fadd(self, x, y):
+        return self.builder.fadd(x, y)
+
+    def fsub(self, x, y):
+        return self.builder.fsub(x, y)
+
+    def fma(self, a, b, c):
+        """``a * b + c`` with one rounding (as :func:`xetile.fastmath.fma`)."""
+        f32 = llvmir.FloatType()
+        fn = self.builder.module.declare_intrinsic(
+            "llvm.fma", [f32], llvmir.FunctionType(f32, [f32, f32, f32]))
+        return self.builder.call(fn, [a, b, c])
+
+    def exp2(self, x):
+        """``2 ** x`` (the OpenCL built-in, as :func:`xetile.fastmath.exp2`)."""
+        from xetile import fastmath
+
+        return fastmath.call_unary(self.builder, fastmath.EXP2, x)
+
+    def max(self, m, x):
+        """``max(m, x)`` as Python (and numba) computes it: ``x if x > m else m``."""
+        return self.builder.select(self.builder.fcmp_ordered(">", x, m), x, m)
+
+    def select(self, condition, x, y):
+        return self.builder.select(condition, x, y)
+
+    def i64(self, value):
+        """Argument ``value`` (``Arg(i)``) as int64, or an int64 constant."""
+        if isinstance(value, Arg):
+            return self.context.cast(self.builder, self.args[value.position],
+                                     self.sig.args[value.position], types.int64)
+        return llvmir.Constant(self.context.get_value_type(types.int64), value)
+
+    def sub(self, x, y):
+        return self.builder.sub(x, y)
+
+    def smin(self, x, y):
+        return self.builder.select(self.builder.icmp_signed("<", x, y), x, y)
+
+    def sle(self, x, y):
+        return self.builder.icmp_signed("<=", x, y)
+
+    def var(self, value):
+        """A mutable cell holding ``value`` (read with ``get``, written with ``set``)."""
+        return cgutils.alloca_once_value(self.builder, value)
+
+    def get(self, cell):
+        return self.builder.load(cell)
+
+    def set(self, cell, value):
+        self.builder.store(value, cell)
+
+    @contextlib.contextmanager
+    def loop(self, count):
+        """``for i in range(count)``: the body runs with the index ``i`` (uint64)."""
+        with cgutils.for_range(self.builder, count) as loop:
+            yield loop.index
+
+    def float_tuple(self, values):
+        """The value of a tuple of float32 values."""
+        return self.context.make_tuple(
+            self.builder, types.UniTuple(types.float32, len(values)), values)
+
+    def float_tuples(self, rows):
+        """The value of a tuple of float32 tuples (the intrinsic's result)."""
+        return self.context.make_tuple(self.builder, self.sig.return_type,
+                                       [self.float_tuple(row) for row in rows])
+
+
+@dataclasses.dataclass(frozen=True)
+class Arg:
+    """The intrinsic's argument at ``position`` (for :class:`Emitter`)."""
+    position: int

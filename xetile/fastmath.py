@@ -16,23 +16,31 @@ from numba_dpex.kernel_api_impl.spirv.target import SPIRV_TARGET_NAME
 _F32 = llvmir.FloatType()
 
 
+EXP2, LOG2 = "_Z4exp2f", "_Z4log2f"  # the OpenCL built-ins' mangled names (float)
+
+
+def call_unary(builder, mangled, x):
+    """IR: the OpenCL float built-in ``mangled`` applied to the float32 value ``x``."""
+    fn = cgutils.get_or_insert_function(
+        builder.module, llvmir.FunctionType(_F32, [_F32]), mangled)
+    fn.calling_convention = "spir_func"
+    fn.attributes.add("nounwind")
+    fn.attributes.add("readnone")
+    return builder.call(fn, [x])
+
+
 def _opencl_unary(mangled):
     @intrinsic(target=SPIRV_TARGET_NAME)
     def _impl(typingctx, x):
         def codegen(context, builder, sig, args):
-            val = context.cast(builder, args[0], sig.args[0], types.float32)
-            fn = cgutils.get_or_insert_function(
-                builder.module, llvmir.FunctionType(_F32, [_F32]), mangled)
-            fn.calling_convention = "spir_func"
-            fn.attributes.add("nounwind")
-            fn.attributes.add("readnone")
-            return builder.call(fn, [val])
+            return call_unary(builder, mangled,
+                              context.cast(builder, args[0], sig.args[0], types.float32))
         return types.float32(x), codegen
     return _impl
 
 
-exp2 = _opencl_unary("_Z4exp2f")
-log2 = _opencl_unary("_Z4log2f")
+exp2 = _opencl_unary(EXP2)
+log2 = _opencl_unary(LOG2)
 
 
 @intrinsic(target=SPIRV_TARGET_NAME)

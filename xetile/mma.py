@@ -40,8 +40,12 @@ split the depth instead and B is read in place from global memory (any storage d
 """
 from __future__ import annotations
 
+from numba import types
+from numba.extending import intrinsic
+from numba_dpex.kernel_api_impl.spirv.target import SPIRV_TARGET_NAME
+
 from xetile import fastmath
-from xetile._codegen import device_function, names
+from xetile._codegen import Arg, Emitter, device_function, names
 from xetile.kernel import factory
 
 # Sums one pass of mma_abt keeps in registers (of 32 vector registers; the rest hold the
@@ -71,31 +75,52 @@ def mma_abt(n: int, lanes: int, tiles: int = 1):
     for every lane). For Q Kᵀ, ``a`` holds the Q lane tiles and ``b`` is the K row tile;
     for a GEMM, ``a`` is B's columns and ``b`` is A's rows (or Aᵀ with ``b_pitch`` its
     row length).
+
+    A pass keeps ``ABT_SUMS`` sums in registers (``per_pass`` rows of B for each row
+    tile) and walks the whole depth; in Python it would read::
+
+        for k in range(depth):
+            x_t = a[a_at + t * a_tile_pitch]          # for each row tile t
+            b_j = b[b_at + j * b_row_pitch]           # for each row j of the pass
+            s_t_j = fma(x_t, b_j, s_t_j)              #   and each t
+            a_at += a_pitch; b_at += b_pitch
+
+    It is written as LLVM IR (:class:`xetile._codegen.Emitter`): as a generated numba
+    function it took 0.42 s to compile at four row tiles, on each first call.
     """
     per_pass = max(1, min(n, ABT_SUMS // tiles))
-    # offsets as uint64 variables, computed once, not in the loop body (each u64(...) is
-    # a call numba types). Tried and dropped: a step function per k with the sums in a
-    # tuple, 0.1 s less to compile but the kernel ran 8% slower (a tuple carried by the
-    # loop was not vectorised at all: 15x slower).
-    body = ["def mma_abt(a, a_start, a_tile_pitch, a_pitch, b, b_start, b_row_pitch, b_pitch,",
-            "            depth, lane):",
-            "    a_pitch = u64(a_pitch)",
-            "    b_pitch = u64(b_pitch)"]
-    body += [f"    a_off{t} = u64({t}) * u64(a_tile_pitch)" for t in range(tiles)]
-    body += [f"    b_off{j} = u64({j}) * u64(b_row_pitch)" for j in range(n)]
-    for first in range(0, n, per_pass):
-        keys = range(first, min(n, first + per_pass))
-        body += ["    a_at = u64(a_start) + u64(lane)", "    b_at = u64(b_start)"]
-        body += [f"    s{t}_{j} = numba.float32(0.0)" for t in range(tiles) for j in keys]
-        body += ["    for k in range(depth):"]
-        body += [f"        x{t} = a[a_at + a_off{t}]" for t in range(tiles)]
-        for j in keys:
-            body += [f"        b{j} = b[b_at + b_off{j}]"]
-            body += [f"        s{t}_{j} = fma(x{t}, b{j}, s{t}_{j})" for t in range(tiles)]
-        body += ["        a_at += a_pitch", "        b_at += b_pitch"]
-    rows = [f"({names(f's{t}_', n)},)" for t in range(tiles)]
-    body += [f"    return ({', '.join(rows)},)"]
-    return device_function("\n".join(body), "mma_abt", _NAMESPACE)
+    result = types.UniTuple(types.UniTuple(types.float32, n), tiles)
+    A, A_START, A_TILE_PITCH, A_PITCH, B, B_START, B_ROW_PITCH, B_PITCH, DEPTH, LANE = (
+        map(Arg, range(10)))
+
+    def codegen(context, builder, sig, args):
+        e = Emitter(context, builder, sig, args)
+        a_pitch, b_pitch = e.u64(A_PITCH), e.u64(B_PITCH)
+        a_first = e.add(e.u64(A_START), e.u64(LANE))
+        a_offset = [e.mul(e.u64(t), e.u64(A_TILE_PITCH)) for t in range(tiles)]
+        b_offset = [e.mul(e.u64(j), e.u64(B_ROW_PITCH)) for j in range(n)]
+        sums = {}
+        for first in range(0, n, per_pass):
+            keys = range(first, min(n, first + per_pass))
+            cells = {(t, j): e.var(e.f32(0.0)) for t in range(tiles) for j in keys}
+            a_at, b_at = e.var(a_first), e.var(e.u64(B_START))
+            with e.loop(e.u64(DEPTH)):
+                xs = [e.load(A, e.add(e.get(a_at), a_offset[t])) for t in range(tiles)]
+                for j in keys:
+                    b_j = e.load(B, e.add(e.get(b_at), b_offset[j]))
+                    for t in range(tiles):
+                        e.set(cells[t, j], e.fma(xs[t], b_j, e.get(cells[t, j])))
+                e.set(a_at, e.add(e.get(a_at), a_pitch))
+                e.set(b_at, e.add(e.get(b_at), b_pitch))
+            sums.update({key: e.get(cell) for key, cell in cells.items()})
+        return e.float_tuples([[sums[t, j] for j in range(n)] for t in range(tiles)])
+
+    @intrinsic(target=SPIRV_TARGET_NAME)
+    def mma_abt(typingctx, a, a_start, a_tile_pitch, a_pitch, b, b_start, b_row_pitch,
+                b_pitch, depth, lane):
+        return result(a, a_start, a_tile_pitch, a_pitch, b, b_start, b_row_pitch,
+                      b_pitch, depth, lane), codegen
+    return mma_abt
 
 
 @factory
@@ -103,46 +128,53 @@ def mma_ab(n: int, depth: int, lanes: int, tiles: int = 1):
     """``mma_ab(ps, b_tile, c_tile, c_start, c_tile_pitch, alphas, lane)``: this lane's
     row of ``C_t = alphas[t] * C_t + P_t B`` for each of ``tiles`` lane tiles
     (``C_t`` at ``c_start + t * c_tile_pitch``, ``P_t = ps[t]``, a tuple of ``n``).
-    ``B`` is a row tile ``[n, depth]``."""
+    ``B`` is a row tile ``[n, depth]``.
+
+    The depth is walked in chunks of ``columns`` (``AB_SUMS // tiles``) columns of each
+    lane tile, their sums in registers; in Python it would read::
+
+        for k in range(0, depth, columns):
+            c_t_c = alphas[t] * C_t[k + c, lane]          # each tile t, column c
+            for j in range(n):                            # the keys, in order
+                b_c = b_tile[j * depth + k + c]           # each column c
+                c_t_c = fma(ps[t][j], b_c, c_t_c)         #   and each tile t
+            C_t[k + c, lane] = c_t_c
+
+    Written as LLVM IR, as :func:`mma_abt` is (0.30 s to compile as a generated numba
+    function).
+    """
     columns = max(1, AB_SUMS // tiles)
     while depth % columns:
         columns //= 2
     sums = [(t, c) for t in range(tiles) for c in range(columns)]
-    # offsets as uint64 variables, computed once (see mma_abt): 0.30 s to compile at 4
-    # row tiles, against 0.46 with them in the loop body
-    body = ["def mma_ab(ps, b_tile, c_tile, c_start, c_tile_pitch, alphas, lane):",
-            "    lane = u64(c_start) + u64(lane)",
-            f"    row_pitch = u64({lanes})"]
-    body += [f"    alpha{t} = alphas[{t}]" for t in range(tiles)]
-    body += [f"    c_off{t} = u64({t}) * u64(c_tile_pitch)" for t in range(tiles)]
-    body += [f"    column{c} = u64({c * lanes})" for c in range(columns)]
-    body += [f"    key{j} = u64({j * depth})" for j in range(n)]
-    body += [f"    p{j} = ({', '.join(f'ps[{t}][{j}]' for t in range(tiles))},)"
-             for j in range(n)]  # key j's weight for each row tile
-    body += [f"    for k in range(0, {depth}, {columns}):",
-             "        at = u64(k) * row_pitch + lane"]
-    body += [f"        at{t} = at + c_off{t}" for t in range(tiles)]
-    body += ["        cs = (" + ", ".join(f"c_tile[at{t} + column{c}] * alpha{t}"
-                                         for t, c in sums) + ",)"]
-    body += [f"        cs = key_step(cs, p{j}, b_tile, key{j} + u64(k))" for j in range(n)]
-    body += [f"        c_tile[at{t} + column{c}] = cs[{i}]" for i, (t, c) in enumerate(sums)]
-    return device_function("\n".join(body), "mma_ab",
-                           {**_NAMESPACE, "key_step": _key_step(tiles, columns)})
+    PS, B_TILE, C_TILE, C_START, C_TILE_PITCH, ALPHAS, LANE = map(Arg, range(7))
 
+    def codegen(context, builder, sig, args):
+        e = Emitter(context, builder, sig, args)
+        lane = e.add(e.u64(C_START), e.u64(LANE))
+        alphas = [e.f32(ALPHAS, t) for t in range(tiles)]
+        c_offset = [e.mul(e.u64(t), e.u64(C_TILE_PITCH)) for t in range(tiles)]
+        weights = [[e.f32(PS, t, j) for j in range(n)] for t in range(tiles)]
+        with e.loop(e.u64(depth // columns)) as step:
+            k = e.mul(step, e.u64(columns))
+            at = e.add(e.mul(k, e.u64(lanes)), lane)
+            c_at = {(t, c): e.add(e.add(at, c_offset[t]), e.u64(c * lanes))
+                    for t, c in sums}
+            cs = {(t, c): e.fmul(e.load(C_TILE, c_at[t, c]), alphas[t]) for t, c in sums}
+            for j in range(n):
+                key = e.add(e.u64(j * depth), k)
+                bs = [e.load(B_TILE, e.add(key, e.u64(c))) for c in range(columns)]
+                for c in range(columns):
+                    for t in range(tiles):
+                        cs[t, c] = e.fma(weights[t][j], bs[c], cs[t, c])
+            for t, c in sums:
+                e.store(C_TILE, c_at[t, c], cs[t, c])
+        return context.get_dummy_value()
 
-@factory
-def _key_step(tiles: int, columns: int):
-    """``key_step(cs, p, b_tile, at) -> cs``: one key of P V for ``columns`` columns of
-    ``tiles`` row tiles: ``cs[t * columns + c] += p[t] * b_tile[at + c]``. A function of
-    its own, called once per key, so that numba types it once (unrolled inside mma_ab,
-    the kernel took 0.7 s longer to compile); LLVM inlines it."""
-    body = ["def key_step(cs, p, b_tile, at):"]
-    body += [f"    b{c} = b_tile[at + u64({c})]" for c in range(columns)]
-    body += [f"    c{t}_{c} = fma(p[{t}], b{c}, cs[{t * columns + c}])"
-             for c in range(columns) for t in range(tiles)]
-    body += ["    return (" + ", ".join(f"c{t}_{c}" for t in range(tiles)
-                                       for c in range(columns)) + ",)"]
-    return device_function("\n".join(body), "key_step", _NAMESPACE)
+    @intrinsic(target=SPIRV_TARGET_NAME)
+    def mma_ab(typingctx, ps, b_tile, c_tile, c_start, c_tile_pitch, alphas, lane):
+        return types.none(ps, b_tile, c_tile, c_start, c_tile_pitch, alphas, lane), codegen
+    return mma_ab
 
 
 def _namespace():
