@@ -231,19 +231,26 @@ def decode_kernel(config: DecodeConfig):
         visible_end, unmasked_end = visible_ranges(causal, 0, q_len - 1, q_len, kv_len)
         visible_end, unmasked_end = min(visible_end, hi), min(unmasked_end, hi)
 
-        attend_source(q_rows, acc, probs, stats, k_cache, v_cache, page_table_,
-                      table_start, sources[0], sources[1], sources[2],
-                      kv_head * sources[3], min(lo, cache_len), min(hi, cache_len), 0,
-                      visible_end, unmasked_end, rows, heads_per_kv, causal, q_len, kv_len,
-                      lane)
-        attend_source(q_rows, acc, probs, stats, k_new, v_new, one_page, 0,
-                      sources[SOURCE_FIELDS], sources[SOURCE_FIELDS + 1],
-                      sources[SOURCE_FIELDS + 2],
-                      new_start * sources[SOURCE_FIELDS + 2]
-                      + kv_head * sources[SOURCE_FIELDS + 3],
-                      max(lo - cache_len, 0), max(hi - cache_len, 0), cache_len,
-                      visible_end, unmasked_end, rows, heads_per_kv, causal, q_len, kv_len,
-                      lane)
+        # the cache, then the new keys (as in fmha.kernel: one call site, one copy of
+        # the tile code); this work-group's part of each is [row_begin, row_end)
+        for phase in range(2):
+            page_size, page_stride, row_stride, head_stride = (
+                sources[phase * SOURCE_FIELDS], sources[phase * SOURCE_FIELDS + 1],
+                sources[phase * SOURCE_FIELDS + 2], sources[phase * SOURCE_FIELDS + 3])
+            if phase == 0:
+                k_src, v_src, table, start, first_pos = (k_cache, v_cache, page_table_,
+                                                         table_start, 0)
+                base = kv_head * head_stride
+                row_begin, row_end = min(lo, cache_len), min(hi, cache_len)
+            else:
+                k_src, v_src, table, start, first_pos = (k_new, v_new, one_page, 0,
+                                                         cache_len)
+                base = new_start * row_stride + kv_head * head_stride
+                row_begin, row_end = max(lo - cache_len, 0), max(hi - cache_len, 0)
+            attend_source(q_rows, acc, probs, stats, k_src, v_src, table, start, page_size,
+                          page_stride, row_stride, base, row_begin, row_end, first_pos,
+                          visible_end, unmasked_end, rows, heads_per_kv, causal, q_len,
+                          kv_len, lane)
 
         if kv_len > SPLIT_KEYS:  # one split of several: leave (m, l, acc) to combine
             for r in range(rows):

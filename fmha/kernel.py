@@ -130,21 +130,25 @@ def attention_kernel(config: FmhaConfig):
         visible_end, unmasked_end = visible_ranges(
             causal, first_row // heads_per_kv, last_row // heads_per_kv, q_len, kv_len)
 
-        # phase 1: the cache, keys 0 .. cache_len-1
-        page_size, page_stride, row_stride, head_stride = (sources[0], sources[1],
-                                                           sources[2], sources[3])
-        attend_source(q_tiles, q_base, acc, k_tile, v_tile, k_cache, v_cache, page_table_,
-                      table_start, page_size, page_stride, row_stride,
-                      kv_head * head_stride, cache_len, 0, visible_end, unmasked_end,
-                      causal, first_row, heads_per_kv, q_len, kv_len, m, l, lane)
-        # phase 2: the new keys, cache_len .. kv_len-1 (one page holding every row)
-        page_size, page_stride, row_stride, head_stride = (sources[4], sources[5],
-                                                           sources[6], sources[7])
-        attend_source(q_tiles, q_base, acc, k_tile, v_tile, k_new, v_new, one_page, 0,
-                      page_size, page_stride, row_stride,
-                      new_start * row_stride + kv_head * head_stride, new_len, cache_len,
-                      visible_end, unmasked_end, causal, first_row, heads_per_kv, q_len,
-                      kv_len, m, l, lane)
+        # phase 0: the cache, keys 0 .. cache_len-1; phase 1: the new keys, cache_len ..
+        # kv_len-1 (one page holding every row). A loop, not two calls: the tile code
+        # is then compiled once, which halves the kernel's code and its device build
+        for phase in range(2):
+            page_size, page_stride, row_stride, head_stride = (
+                sources[phase * SOURCE_FIELDS], sources[phase * SOURCE_FIELDS + 1],
+                sources[phase * SOURCE_FIELDS + 2], sources[phase * SOURCE_FIELDS + 3])
+            if phase == 0:
+                k_src, v_src, table, start, n_keys, first_pos = (
+                    k_cache, v_cache, page_table_, table_start, cache_len, 0)
+                base = kv_head * head_stride
+            else:
+                k_src, v_src, table, start, n_keys, first_pos = (
+                    k_new, v_new, one_page, 0, new_len, cache_len)
+                base = new_start * row_stride + kv_head * head_stride
+            attend_source(q_tiles, q_base, acc, k_tile, v_tile, k_src, v_src, table, start,
+                          page_size, page_stride, row_stride, base, n_keys, first_pos,
+                          visible_end, unmasked_end, causal, first_row, heads_per_kv,
+                          q_len, kv_len, m, l, lane)
 
         for t in range(R):
             row = first_row + t * M + lane
