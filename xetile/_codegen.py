@@ -1,10 +1,17 @@
-"""Unrolled device functions from small source templates.
+"""Unrolled device functions: from small source templates, or written as LLVM IR.
 
 numba-dpex keeps a ``PrivateArray`` indexed by a loop variable in memory (the CPU runtime
 compiles it to gathers and scatters), so a register tile has to be a set of *named*
-scalars: ``s0 .. s15``. numba has no unroll pragma, so the few functions that work on a
-register tile are written once as a template and expanded here for the tile size in use.
-The expanded source is kept on the function (``__xetile_source__``) for reading.
+scalars: ``s0 .. s15``. numba has no unroll pragma, so the functions that work on a
+register tile are unrolled here for the tile size in use, in one of two ways:
+
+* :func:`device_function`: a template expanded to Python source, which numba compiles
+  like any device function (the source is kept on it, ``__xetile_source__``);
+* :class:`Emitter`: an ``@intrinsic`` whose ``codegen`` writes the unrolled IR itself.
+  numba then neither types nor lowers it statement by statement, which for the register
+  loops of :mod:`xetile.mma` and :mod:`xetile.rowstats` had cost 0.85 s of each first
+  call of the prefill kernel and 0.4 s of decode's (``docs/design.md`` section 8). Each
+  such function's docstring shows its loop in Python.
 """
 from __future__ import annotations
 
@@ -53,33 +60,52 @@ class Emitter:
         self._data = {i: context.make_array(ty)(context, builder, args[i]).data
                       for i, ty in enumerate(sig.args) if isinstance(ty, types.Array)}
 
-    def u64(self, value):
-        """A uint64 constant (``int``), or argument ``value``'s value as uint64 (an
-        argument position, given as ``Arg(i)``)."""
-        if isinstance(value, Arg):
-            return self.context.cast(self.builder, self.args[value.position],
-                                     self.sig.args[value.position], types.uint64)
-        return llvmir.Constant(self.u64_type, value)
+    def u64(self, value, *path):
+        """A uint64 constant (``int``), or an argument (``Arg(i)``) as uint64; with
+        ``path`` an element of a (nested) tuple argument, e.g. ``u64(Arg(3), j)``."""
+        if not isinstance(value, Arg):
+            return llvmir.Constant(self.u64_type, value)
+        arg, ty = self._element(value, path)
+        return self.context.cast(self.builder, arg, ty, types.uint64)
+
+    def _element(self, value: "Arg", path):
+        arg, ty = self.args[value.position], self.sig.args[value.position]
+        for index in path:
+            arg, ty = self.builder.extract_value(arg, index), ty[index]
+        return arg, ty
 
     def f32(self, value, *path):
         """A float32 constant (``float``), or an argument (``Arg(i)``) as float32; with
         ``path`` an element of a (nested) tuple argument, e.g. ``f32(Arg(0), t, j)``."""
         if not isinstance(value, Arg):
             return llvmir.Constant(llvmir.FloatType(), value)
-        arg, ty = self.args[value.position], self.sig.args[value.position]
-        for index in path:
-            arg, ty = self.builder.extract_value(arg, index), ty[index]
+        arg, ty = self._element(value, path)
         return self.context.cast(self.builder, arg, ty, types.float32)
 
     def _pointer(self, array: "Arg", at):
         return self.builder.gep(self._data[array.position], [at]), \
             self.sig.args[array.position].dtype
 
-    def load(self, array: "Arg", at):
-        """``float32(array[at])`` (``at`` a uint64 value)."""
+    def load(self, array: "Arg", at, convert=None):
+        """``float32(array[at])`` (``at`` a uint64 value); ``convert`` turns the element
+        into float32 instead of a numeric cast (``xetile.dtypes.Storage.load_ir``)."""
         pointer, dtype = self._pointer(array, at)
-        return self.context.cast(self.builder, self.builder.load(pointer), dtype,
-                                 types.float32)
+        element = self.builder.load(pointer)
+        if convert is not None:
+            return convert(self.builder, element)
+        return self.context.cast(self.builder, element, dtype, types.float32)
+
+    def load_if(self, condition, array: "Arg", at, convert=None):
+        """``load(array, at, convert) if condition else 0.0``; nothing is read when the
+        condition is false."""
+        before = self.builder.basic_block
+        with self.builder.if_then(condition):
+            value = self.load(array, at, convert)
+            loaded = self.builder.basic_block
+        result = self.builder.phi(llvmir.FloatType())
+        result.add_incoming(value, loaded)
+        result.add_incoming(self.f32(0.0), before)
+        return result
 
     def store(self, array: "Arg", at, value):
         """``array[at] = value`` (a float32 value)."""
@@ -131,6 +157,21 @@ class Emitter:
 
     def sub(self, x, y):
         return self.builder.sub(x, y)
+
+    def and_(self, x, y):
+        return self.builder.and_(x, y)
+
+    def ne(self, x, y):
+        return self.builder.icmp_unsigned("!=", x, y)
+
+    def ult(self, x, y):
+        return self.builder.icmp_unsigned("<", x, y)
+
+    def shuffle_xor(self, x, mask: int):
+        """float32 ``x`` of lane ``lane ^ mask`` (:func:`xetile.subgroup.shuffle_xor`)."""
+        from xetile import subgroup
+
+        return subgroup.shuffle_xor_ir(self.builder, x, mask)
 
     def smin(self, x, y):
         return self.builder.select(self.builder.icmp_signed("<", x, y), x, y)

@@ -23,12 +23,25 @@ _I16, _I32, _F32, _F16 = (llvmir.IntType(16), llvmir.IntType(32), llvmir.FloatTy
                           llvmir.HalfType())
 
 
+# The conversions as IR (builder, value) -> value, for intrinsics that write IR
+# (xetile._codegen.Emitter), then as numba intrinsics.
+
+def bf16_bits_to_f32_ir(builder, bits):
+    """float32 from bfloat16 bits (an integer holding them in its low 16 bits)."""
+    word = builder.zext(builder.trunc(bits, _I16), _I32)
+    return builder.bitcast(builder.shl(word, llvmir.Constant(_I32, 16)), _F32)
+
+
+def f16_bits_to_f32_ir(builder, bits):
+    """float32 from IEEE half bits."""
+    return builder.fpext(builder.bitcast(builder.trunc(bits, _I16), _F16), _F32)
+
+
 @intrinsic(target=SPIRV_TARGET_NAME)
 def bf16_to_f32(typingctx, bits):
     """float32 from bfloat16 bits (any integer type holding them in its low 16 bits)."""
     def codegen(context, builder, sig, args):
-        word = builder.zext(builder.trunc(args[0], _I16), _I32)
-        return builder.bitcast(builder.shl(word, llvmir.Constant(_I32, 16)), _F32)
+        return bf16_bits_to_f32_ir(builder, args[0])
     return types.float32(bits), codegen
 
 
@@ -54,7 +67,7 @@ def f32_to_bf16(typingctx, x):
 def f16_to_f32(typingctx, bits):
     """float32 from IEEE half bits."""
     def codegen(context, builder, sig, args):
-        return builder.fpext(builder.bitcast(builder.trunc(args[0], _I16), _F16), _F32)
+        return f16_bits_to_f32_ir(builder, args[0])
     return types.float32(bits), codegen
 
 
@@ -79,18 +92,22 @@ class Storage:
     """How one dtype is stored in device arrays and converted to and from float32.
 
     ``device_dtype`` is the element type of the arrays a kernel receives; ``load`` turns
-    one element into float32, ``store`` turns float32 into one element.
+    one element into float32, ``store`` turns float32 into one element; ``load_ir`` is
+    ``load`` as IR, ``(builder, element) -> float32`` (``None``: the element is float32).
     """
     name: str
     device_dtype: np.dtype
     load: object
     store: object
+    load_ir: object = None
 
 
 STORAGE = {
     "float32": Storage("float32", np.dtype(np.float32), f32_identity, f32_identity),
-    "float16": Storage("float16", np.dtype(np.uint16), f16_to_f32, f32_to_f16),
-    "bfloat16": Storage("bfloat16", np.dtype(np.uint16), bf16_to_f32, f32_to_bf16),
+    "float16": Storage("float16", np.dtype(np.uint16), f16_to_f32, f32_to_f16,
+                       f16_bits_to_f32_ir),
+    "bfloat16": Storage("bfloat16", np.dtype(np.uint16), bf16_to_f32, f32_to_bf16,
+                        bf16_bits_to_f32_ir),
 }
 
 

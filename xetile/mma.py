@@ -46,6 +46,7 @@ from numba_dpex.kernel_api_impl.spirv.target import SPIRV_TARGET_NAME
 
 from xetile import fastmath
 from xetile._codegen import Arg, Emitter, device_function, names
+from xetile.dtypes import storage
 from xetile.kernel import factory
 
 # Sums one pass of mma_abt keeps in registers (of 32 vector registers; the rest hold the
@@ -214,36 +215,14 @@ def store_results(n: int):
 # staging B into local memory first had given 21.9 ms per call. Rows of B are
 # re-read for each row of A, from L1.
 
-@factory
-def _row_forms(chunks: int, lanes: int, valid: int, dtype: str):
-    """Two small generated functions over one row of B, this lane's ``chunks`` elements
-    ``B[c] = b[row + c * lanes]`` (``row`` = the row's start + ``lane``), converted to
-    float32 and 0 past ``valid`` (``lane + c * lanes >= valid``):
-
-    * ``row_dot(xs, b, row, lane) -> sum_c xs[c] * B[c]``  (``xs`` a tuple of ``chunks``);
-    * ``row_axpy(cs, p, b, row, lane) -> (cs[c] + p * B[c] for c)``.
-
-    The vector forms call them once per row of B: unrolled in one function instead
-    (16 rows x 16 chunks at D = 256), numba took up to 60 s to compile the decode kernel
-    (seen in the previous session).
-    LLVM inlines them, so the tuples stay in registers.
-    """
-    def element(c: int) -> str:
-        x = f"b[row + u64({c * lanes})]"
-        x = x if dtype == "float32" else f"load({x})"
-        if (c + 1) * lanes <= valid:
-            return x
-        return f"({x} if lane + u64({c * lanes}) < u64({valid}) else numba.float32(0.0))"
-
-    namespace = _vector_namespace(dtype)
-    dot = ["def row_dot(xs, b, row, lane):", "    s = numba.float32(0.0)"]
-    dot += [f"    s = fma(xs[{c}], {element(c)}, s)" for c in range(chunks)]
-    dot += ["    return s"]
-    axpy = ["def row_axpy(cs, p, b, row, lane):"]
-    axpy += [f"    c{c} = fma(p, {element(c)}, cs[{c}])" for c in range(chunks)]
-    axpy += [f"    return ({names('c', chunks)},)"]
-    return (device_function("\n".join(dot), "row_dot", namespace),
-            device_function("\n".join(axpy), "row_axpy", namespace))
+def _row_element(e: Emitter, b: Arg, row, lane, c: int, lanes: int, valid: int, convert):
+    """IR: this lane's element ``c`` of a row of B, ``b[row + c * lanes]`` (``row`` = the
+    row's start + ``lane``) as float32, or 0 past ``valid`` (``lane + c * lanes >= valid``,
+    where nothing is read)."""
+    at = e.add(row, e.u64(c * lanes))
+    if (c + 1) * lanes <= valid:
+        return e.load(b, at, convert)
+    return e.load_if(e.ult(e.add(lane, e.u64(c * lanes)), e.u64(valid)), b, at, convert)
 
 
 @factory
@@ -258,34 +237,49 @@ def vec_mat_t(n: int, chunks: int, lanes: int, dtype: str = "float32", valid: in
     slice for all ``n`` rows of B (``n`` registers), then a butterfly *transpose-reduce*
     (four shuffle-xor steps for 16 lanes) leaves row ``j``'s full dot product in lane
     ``j``: the result is a vector over B's rows, one per lane, with no sub-group reduction.
+    In Python it would read::
+
+        x_c = a[a_start + lane + c * lanes]                    # this lane's slice of a
+        p_j = sum_c fma(x_c, B[j][lane + c * lanes], ...)      # row by row, c in order
+        for h in (n/2, ..., 2, 1):   # pair (p_j, p_j+h); lanes with bit h keep p_j+h
+            upper = lane & h != 0
+            p_j = select(upper, p_j+h, p_j) + shuffle_xor(select(upper, p_j, p_j+h), h)
+        return p_0
+
+    Written as LLVM IR (:class:`xetile._codegen.Emitter`), as :func:`mma_abt` is.
     """
     if n != lanes or lanes & (lanes - 1):
         raise ValueError(f"vec_mat_t: need n == lanes, a power of two; got {n}, {lanes}")
-    row_dot, _ = _row_forms(chunks, lanes, valid or chunks * lanes, dtype)
-    # B row by row (each row's cache lines in order), this lane's slice of a in registers
-    body = ["def vec_mat_t(a, a_start, b, b_rows, lane):",
-            "    lane = u64(lane)",
-            "    a_at = u64(a_start) + lane",
-            "    xs = (" + ", ".join(f"a[a_at + u64({c * lanes})]" for c in range(chunks))
-            + ",)"]
-    body += [f"    p{j} = row_dot(xs, b, b_rows[{j}] + lane, lane)" for j in range(n)]
-    # transpose-reduce: at offset h, pair (p_j, p_{j+h}); lanes with bit h keep p_{j+h}
-    names_now = [f"p{j}" for j in range(n)]
-    h = n // 2
-    while h >= 1:
-        body.append(f"    upper = (lane & u64({h})) != u64(0)")
-        merged = []
-        for j in range(h):
-            lo, hi = names_now[j], names_now[j + h]
-            out = f"r{h}_{j}"
-            body.append(f"    {out} = select(upper, {hi}, {lo}) + "
-                        f"shuffle_xor(select(upper, {lo}, {hi}), {h})")
-            merged.append(out)
-        names_now = merged
-        h //= 2
-    body.append(f"    return {names_now[0]}")
-    return device_function("\n".join(body), "vec_mat_t",
-                           {**_vector_namespace(dtype), "row_dot": row_dot})
+    valid = valid or chunks * lanes
+    convert = storage(dtype).load_ir
+    A, A_START, B, B_ROWS, LANE = map(Arg, range(5))
+
+    def codegen(context, builder, sig, args):
+        e = Emitter(context, builder, sig, args)
+        lane = e.u64(LANE)
+        a_at = e.add(e.u64(A_START), lane)
+        xs = [e.load(A, e.add(a_at, e.u64(c * lanes))) for c in range(chunks)]
+        # B row by row (each row's cache lines in order), this lane's slice of a in registers
+        partial = []
+        for j in range(n):
+            row = e.add(e.u64(B_ROWS, j), lane)
+            s = e.f32(0.0)
+            for c in range(chunks):
+                s = e.fma(xs[c], _row_element(e, B, row, lane, c, lanes, valid, convert), s)
+            partial.append(s)
+        h = n // 2
+        while h >= 1:  # the transpose-reduce
+            upper = e.ne(e.and_(lane, e.u64(h)), e.u64(0))
+            partial = [e.fadd(e.select(upper, partial[j + h], partial[j]),
+                              e.shuffle_xor(e.select(upper, partial[j], partial[j + h]), h))
+                       for j in range(h)]
+            h //= 2
+        return partial[0]
+
+    @intrinsic(target=SPIRV_TARGET_NAME)
+    def vec_mat_t(typingctx, a, a_start, b, b_rows, lane):
+        return types.float32(a, a_start, b, b_rows, lane), codegen
+    return vec_mat_t
 
 
 @factory
@@ -296,24 +290,33 @@ def vec_mat(n: int, chunks: int, lanes: int, dtype: str = "float32", valid: int 
     ``P`` is ``n`` float32 values at ``p[p_start:]`` (read by every lane); ``B`` is ``n``
     rows of ``valid`` elements of ``dtype`` at ``b[b_rows[j]]`` (as in :func:`vec_mat_t`);
     ``C`` one float32 row of length ``chunks * lanes`` at ``c_start`` (its padding past
-    ``valid`` stays finite and is never meant to be read).
+    ``valid`` stays finite and is never meant to be read). In Python it would read::
+
+        c_k = alpha * c[c_start + lane + k * lanes]            # this lane's slice of C
+        for j in range(n):                                     # B row by row
+            c_k = fma(p[p_start + j], B[j][lane + k * lanes], c_k)
+        c[c_start + lane + k * lanes] = c_k
     """
-    _, row_axpy = _row_forms(chunks, lanes, valid or chunks * lanes, dtype)
-    # B row by row (as in vec_mat_t): this lane's slice of C in registers
-    body = ["def vec_mat(p, p_start, b, b_rows, c, c_start, alpha, lane):",
-            "    lane = u64(lane)",
-            "    c_at = u64(c_start) + lane",
-            "    p_at = u64(p_start)",
-            "    cs = (" + ", ".join(f"c[c_at + u64({k * lanes})] * alpha"
-                                     for k in range(chunks)) + ",)"]
-    body += [f"    cs = row_axpy(cs, p[p_at + u64({j})], b, b_rows[{j}] + lane, lane)"
-             for j in range(n)]
-    body += [f"    c[c_at + u64({k * lanes})] = cs[{k}]" for k in range(chunks)]
-    return device_function("\n".join(body), "vec_mat",
-                           {**_vector_namespace(dtype), "row_axpy": row_axpy})
+    valid = valid or chunks * lanes
+    convert = storage(dtype).load_ir
+    P, P_START, B, B_ROWS, C, C_START, ALPHA, LANE = map(Arg, range(8))
 
+    def codegen(context, builder, sig, args):
+        e = Emitter(context, builder, sig, args)
+        lane = e.u64(LANE)
+        c_at = [e.add(e.add(e.u64(C_START), lane), e.u64(k * lanes)) for k in range(chunks)]
+        alpha = e.f32(ALPHA)
+        cs = [e.fmul(e.load(C, at), alpha) for at in c_at]
+        for j in range(n):
+            p_j = e.load(P, e.add(e.u64(P_START), e.u64(j)))
+            row = e.add(e.u64(B_ROWS, j), lane)
+            cs = [e.fma(p_j, _row_element(e, B, row, lane, k, lanes, valid, convert), cs[k])
+                  for k in range(chunks)]
+        for at, value in zip(c_at, cs):
+            e.store(C, at, value)
+        return context.get_dummy_value()
 
-def _vector_namespace(dtype: str) -> dict:
-    from xetile.dtypes import storage
-
-    return {**_NAMESPACE, "load": storage(dtype).load}
+    @intrinsic(target=SPIRV_TARGET_NAME)
+    def vec_mat(typingctx, p, p_start, b, b_rows, c, c_start, alpha, lane):
+        return types.none(p, p_start, b, b_rows, c, c_start, alpha, lane), codegen
+    return vec_mat

@@ -84,6 +84,13 @@ def _is_float(ty):
     return isinstance(ty, types.Float)
 
 
+def shuffle_xor_ir(builder, x, mask: int):
+    """IR: float32 value ``x`` of lane ``lane ^ mask`` (as :func:`shuffle_xor`)."""
+    fname = "__spirv_SubgroupShuffleXorINTEL"
+    return _call(builder, f"_Z{len(fname)}{fname}fj", _F32, [_F32, _I32],
+                 [x, llvmir.Constant(_I32, mask)])
+
+
 def _shuffle_intrinsic(op):
     # Itanium-mangled SPIR-V names: <len>__spirv_<Op>INTEL, args (value, uint index)
     fname = f"__spirv_{op}INTEL"
