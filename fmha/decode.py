@@ -16,8 +16,9 @@ would idle while every key still costs ``2 * D`` vector instructions. Here:
 
 A key then costs about ``2 * D / lanes`` vector instructions per row instead of
 ``2 * D`` per 16 rows: 2.5x fewer for 4 rows. Decode reads every K/V element once from
-memory and then once per row from L1; unlike prefill it does not stage tiles into local
-memory (the copy had cost more than it saved). On x86 CPU devices it asks for the next
+memory and then once per row from L1. float32 tiles are read where they lie (a copy
+into local memory cost more than it saved); 16-bit tiles are converted to float32 once,
+into local memory, and the rows read that (``DecodeConfig.stage``). On x86 CPU devices it asks for the next
 tile's K/V lines while it computes the current one (:mod:`xetile.prefetch`): 5-15%
 faster on the machines measured, though streaming and compute still mostly add up. ``lanes`` is ``DECODE_LANES`` (16).
 A sequence longer than ``SPLIT_KEYS`` is
@@ -90,15 +91,27 @@ class DecodeConfig:
     lanes: int = DECODE_LANES
     max_rows: int = DECODE_MAX_ROWS
     prefetch: bool = False  # compile in xetile.prefetch (x86 CPU devices only)
+    # Convert each K/V tile to float32 once, into local memory, for every row to read
+    # (16-bit storage). Read in place, a tile is converted once per row: a conversion
+    # for each FMA, which made fp16 decode compute-bound. Measured (B8 Hq32 Hkv8, 4096
+    # keys, page 64, best of 60, two rounds alternated in fresh processes, session 8):
+    # fp16 HND 7.08 ms staged against 8.52-8.61 in place, bf16 7.23-7.34 against
+    # 8.81-8.83, fp16 NHD 9.08-9.09 against 10.45-10.51; fp32 (nothing to convert)
+    # 12.6 against 11.7, so float32 reads in place.
+    stage: bool = False
 
     @classmethod
     def default(cls, head_dim: int, dtype: str = "float32") -> "DecodeConfig":
         """``DECODE_MAX_ROWS`` rows, fewer where the tiles would not fit local memory;
-        prefetching wherever the device supports it."""
+        16-bit tiles staged where that fits with as many rows; prefetching wherever the
+        device supports it."""
+        stages = (True, False) if dtype != "float32" else (False,)
         for rows in (DECODE_MAX_ROWS, DECODE_MAX_ROWS // 2):
-            config = cls(head_dim, dtype, DECODE_LANES, rows, prefetch.supported())
-            if config.local_memory_bytes <= LOCAL_MEMORY_BUDGET:
-                return config
+            for stage in stages:
+                config = cls(head_dim, dtype, DECODE_LANES, rows, prefetch.supported(),
+                             stage)
+                if config.local_memory_bytes <= LOCAL_MEMORY_BUDGET:
+                    return config
         return config
 
     @property
@@ -111,9 +124,10 @@ class DecodeConfig:
 
     @property
     def local_memory_bytes(self) -> int:
-        """q rows + accumulators + probabilities and statistics."""
+        """q rows + accumulators + probabilities and statistics (+ a K and a V tile when
+        staged)."""
         W, R, N = self.tile_width, self.max_rows, self.lanes
-        return 4 * (2 * R * W + R * N + 3 * R * N)
+        return 4 * (2 * R * W + R * N + 3 * R * N + (2 * N * W if self.stage else 0))
 
     def can_implement(self) -> None:
         if not 1 <= self.head_dim <= MAX_HEAD_DIM:
@@ -138,10 +152,15 @@ def decode_kernel(config: DecodeConfig):
     """The compiled decode kernel for ``config`` (once per process)."""
     config.can_implement()
     N, D, W, R = config.lanes, config.head_dim, config.tile_width, config.max_rows
-    load = tile.tile_ops(config.dtype, W, D, N).stage_row
+    ops = tile.tile_ops(config.dtype, W, D, N)
+    load = ops.stage_row
     key_rows = page_table.row_starts(N)
-    scores_of = mma.vec_mat_t(N, config.chunks, N, config.dtype, D)
-    accumulate = mma.vec_mat(N, config.chunks, N, config.dtype, D)
+    STAGE = config.stage  # compile-time constants, as PREFETCH below
+    gather = page_table.gather_rows(ops, N)
+    tile_rows = tuple(j * W for j in range(N))  # row j of a staged tile
+    tile_dtype = "float32" if STAGE else config.dtype  # what the products read
+    scores_of = mma.vec_mat_t(N, config.chunks, N, tile_dtype, D)
+    accumulate = mma.vec_mat(N, config.chunks, N, tile_dtype, D)
     block_range = make_block_range(N)
     store = STORAGE[config.dtype].store
     PREFETCH = config.prefetch  # a compile-time constant: the call is gone when False
@@ -150,25 +169,34 @@ def decode_kernel(config: DecodeConfig):
     ahead = PREFETCH_TILES_AHEAD * N
 
     @dpex.device_func
-    def attend_source(q_rows, acc, probs, stats, k_src, v_src, table, table_start,
-                      page_size, page_stride, row_stride, base, row_begin, n_keys,
-                      first_pos, visible_end, unmasked_end, rows, heads_per_kv, causal,
-                      q_len, kv_len, lane):
+    def attend_source(q_rows, acc, probs, stats, k_tile, v_tile, k_src, v_src, table,
+                      table_start, page_size, page_stride, row_stride, base, row_begin,
+                      n_keys, first_pos, visible_end, unmasked_end, rows, heads_per_kv,
+                      causal, q_len, kv_len, lane):
         """Fold rows ``row_begin .. n_keys-1`` of one row source (at key positions
         ``first_pos + row``) into every row's (acc, m, l) (stats: m, l, alpha)."""
         n_unmasked, n_blocks = block_range(n_keys - row_begin, first_pos + row_begin,
                                            visible_end, unmasked_end)
         for block in range(n_blocks):
             first = row_begin + block * N
-            keys = key_rows(table, table_start, page_size, base, page_stride, row_stride,
-                            first, n_keys)
+            if STAGE:  # each lane stages, and later reads, only its own columns
+                gather(k_tile, k_src, table, table_start, page_size, base, page_stride,
+                       row_stride, first, n_keys, lane)
+                gather(v_tile, v_src, table, table_start, page_size, base, page_stride,
+                       row_stride, first, n_keys, lane)
+            else:
+                keys = key_rows(table, table_start, page_size, base, page_stride,
+                                row_stride, first, n_keys)
             key = first_pos + first + lane
             if PREFETCH and first + ahead < n_keys:  # see PREFETCH_TILES_AHEAD
                 prefetch_tile(k_src, v_src,
                               key_rows(table, table_start, page_size, base, page_stride,
                                        row_stride, first + ahead, n_keys), lane)
             for r in range(rows):
-                s = scores_of(q_rows, r * W, k_src, keys, lane)
+                if STAGE:
+                    s = scores_of(q_rows, r * W, k_tile, tile_rows, lane)
+                else:
+                    s = scores_of(q_rows, r * W, k_src, keys, lane)
                 if block >= n_unmasked:
                     limit = key_limit(causal, r // heads_per_kv, q_len, kv_len)
                     seen = key < first_pos + n_keys and key <= limit
@@ -186,7 +214,10 @@ def decode_kernel(config: DecodeConfig):
             subgroup.barrier()  # probs are written lane by lane and read by every lane
             for r in range(rows):
                 alpha = stats[u64((3 * r + 2) * N) + u64(lane)]
-                accumulate(probs, r * N, v_src, keys, acc, r * W, alpha, lane)
+                if STAGE:
+                    accumulate(probs, r * N, v_tile, tile_rows, acc, r * W, alpha, lane)
+                else:
+                    accumulate(probs, r * N, v_src, keys, acc, r * W, alpha, lane)
             subgroup.barrier()  # before the next tile's probs overwrite these
         return 0
 
@@ -205,6 +236,8 @@ def decode_kernel(config: DecodeConfig):
                       # (each lane keeps its own copy: a math call on a value loaded
                       # from one address for all lanes stops the runtime vectorising
                       # the kernel, and it then silently runs with sub-groups of 1)
+        k_tile,       # SCRATCH local float32 [N, W] if config.stage, else [1]
+        v_tile,       # SCRATCH local float32 [N, W] if config.stage, else [1]
         num_heads_q, num_heads_kv, causal, scale_log2,
     ):
         lane = item.get_local_id(0)
@@ -247,10 +280,10 @@ def decode_kernel(config: DecodeConfig):
                                                          cache_len)
                 base = new_start * row_stride + kv_head * head_stride
                 row_begin, row_end = max(lo - cache_len, 0), max(hi - cache_len, 0)
-            attend_source(q_rows, acc, probs, stats, k_src, v_src, table, start, page_size,
-                          page_stride, row_stride, base, row_begin, row_end, first_pos,
-                          visible_end, unmasked_end, rows, heads_per_kv, causal, q_len,
-                          kv_len, lane)
+            attend_source(q_rows, acc, probs, stats, k_tile, v_tile, k_src, v_src, table,
+                          start, page_size, page_stride, row_stride, base, row_begin,
+                          row_end, first_pos, visible_end, unmasked_end, rows, heads_per_kv,
+                          causal, q_len, kv_len, lane)
 
         if kv_len > SPLIT_KEYS:  # one split of several: leave (m, l, acc) to combine
             for r in range(rows):
@@ -329,7 +362,8 @@ def decode_combine_kernel(config: DecodeConfig):
 
 
 def decode_local_tiles(config: DecodeConfig):
-    """The local-memory scratch of one launch: q_rows, acc, probs, stats."""
+    """The local-memory scratch of one launch: q_rows, acc, probs, stats, k_tile, v_tile."""
     W, R, N = config.tile_width, config.max_rows, config.lanes
+    tile = N * W if config.stage else 1
     return tuple(kapi.LocalAccessor(size, np.float32)
-                 for size in (R * W, R * W, R * N, 3 * R * N))
+                 for size in (R * W, R * W, R * N, 3 * R * N, tile, tile))

@@ -208,3 +208,44 @@ def test_decode_dtypes_and_head_dims(dtype, head_dim):
                           paged=True, page_size=7, causal=True, seed=head_dim)
     out, lse = fmha.attention(**kwargs, return_lse=True)
     check_against_reference(kwargs, out, lse)
+
+
+@pytest.mark.parametrize("dtype, paged, page_size, layout", [
+    ("float16", True, 3, "NHD"), ("bfloat16", True, 16, "HND"),
+    ("bfloat16", False, 16, "NHD")])
+def test_decode_staged_16_bit_tiles_agree_bitwise_with_tiles_read_in_place(
+        monkeypatch, dtype, paged, page_size, layout):
+    """16-bit K/V tiles are converted once into local memory (DecodeConfig.stage); read
+    in place, each row converts them itself: the same float32 values, the same sums.
+    Several tiles, a ragged last one, new keys after the cache, causal, D 40 (padded)."""
+    import dataclasses
+
+    from fmha import decode
+
+    kw = make_problem(batch=3, seqlens_q=[1, 2, 1], seqlens_kv=[3, 0, 2],
+                      cache_seqlens=[70, 33, 0], num_heads_q=8, num_heads_kv=4, head_dim=40,
+                      varlen=True, paged=paged, page_size=page_size, kv_layout=layout,
+                      dtype=dtype, causal=True, seed=5)
+    assert decode.DecodeConfig.default(40, dtype).stage
+    out, lse = fmha.attention(**kw, return_lse=True)
+    check_against_reference(kw, out, lse)
+    default = decode.DecodeConfig.default.__func__
+    monkeypatch.setattr(decode.DecodeConfig, "default", classmethod(
+        lambda cls, *args: dataclasses.replace(default(cls, *args), stage=False)))
+    assert not decode.DecodeConfig.default(40, dtype).stage
+    out_in_place, lse_in_place = fmha.attention(**kw, return_lse=True)
+    np.testing.assert_array_equal(to_numpy(out, dtype).view(np.uint8),
+                                  to_numpy(out_in_place, dtype).view(np.uint8))
+    np.testing.assert_array_equal(lse.view(np.uint8), lse_in_place.view(np.uint8))
+
+
+def test_decode_stages_16_bit_tiles_only_where_they_fit():
+    from fmha import decode
+
+    assert not decode.DecodeConfig.default(128, "float32").stage  # nothing to convert
+    for dtype in ("float16", "bfloat16"):
+        staged = decode.DecodeConfig.default(128, dtype)
+        assert staged.stage and staged.max_rows == decode.DECODE_MAX_ROWS
+        wide = decode.DecodeConfig.default(256, dtype)  # two 16 KiB tiles would not fit
+        assert not wide.stage and wide.max_rows == decode.DECODE_MAX_ROWS
+        assert wide.local_memory_bytes <= decode.LOCAL_MEMORY_BUDGET
