@@ -12,7 +12,10 @@ boolean bottom-right mask for causal (torch's ``is_causal`` aligns top-left). to
 taken from ``--torch-python`` or ``$FMHA_TORCH_PYTHON`` (a Python with
 ``torch==2.13.0``), else skipped. A read-only SYCL kernel streaming as many bytes as
 the decode workload (``benchmarks/bench_read_floor.py``) gives the machine's bandwidth
-in the same run: decode's GB/s as a share of it is the bandwidth target.
+in the same run: decode's GB/s as a share of it is the bandwidth target. The first call
+of a new configuration (compile + one run, nothing cached: ``XETILE_CACHE_DIR=``) is
+timed first, in fresh processes, for the README's seed command and for the decode
+workload.
 
 The machines are shared and noisy, and the noise comes in spells of seconds: on one
 machine torch's time for the same workload ranged over 143-313 ms between three runs.
@@ -82,6 +85,31 @@ def torch_time(python, iterations, fold_gqa=False, **shape):
     return json.loads(res.stdout)["best_ms"] / 1e3
 
 
+# `python -m fmha` arguments of the first-call workloads: the README's seed command (bf16,
+# varlen, paged) and the decode workload
+FIRST_CALLS = {
+    "seed command (bf16)": ["--batch=2", "--num_heads_q=32", "--num_heads_kv=8",
+                            "--seq_len_qo=1024", "--seq_len_kv=1024",
+                            "--seq_len_kv_cache=512", "--varlen", "--is_causal",
+                            "--use_paged_kv"],
+    "decode (fp32, HND pool)": ["--batch=8", "--num_heads_q=32", "--num_heads_kv=8",
+                                "--seq_len_qo=1", "--seq_len_kv=0",
+                                "--seq_len_kv_cache=4096", "--page_size=64",
+                                "--use_paged_kv", "--kv_layout=HND", "--dtype=float32"],
+}
+
+
+def first_call_seconds(runner_args):
+    """The runner's first call (compile and one run) in a fresh process, nothing cached."""
+    cmd = [sys.executable, "-m", "fmha", *runner_args, "--iterations=1", "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent,
+                         env={**os.environ, "XETILE_CACHE_DIR": ""})
+    if res.returncode != 0:
+        print(f"first call failed: {res.stderr.strip()}", file=sys.stderr)
+        return None
+    return json.loads(res.stdout)["compile_s"]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--torch-python", default=os.environ.get("FMHA_TORCH_PYTHON"))
@@ -93,6 +121,9 @@ def main(argv=None):
     it = 2 if args.quick else 5
     rounds = 1 if args.quick else max(args.rounds, 1)
     torch = args.torch_python
+    # before anything else runs here: each compiles in a process of its own
+    first_calls = {name: first_call_seconds(runner_args)
+                   for name, runner_args in FIRST_CALLS.items()}
 
     # name -> (how to time it once, its problem or None, unit). Decode first: it streams
     # 268 MB, and measured after the prefill workloads' large allocations it ran up to
@@ -169,7 +200,7 @@ def main(argv=None):
 
     if args.json:
         print(json.dumps({"times_ms": {n: t * 1e3 for n, t in times.items()},
-                          "ratios": ratios, "rounds": rounds}))
+                          "ratios": ratios, "rounds": rounds, "first_call_s": first_calls}))
         return 0
     print(f"best of {rounds} interleaved round(s)")
     for name, seconds in times.items():
@@ -185,6 +216,10 @@ def main(argv=None):
     print()
     for name, value in ratios.items():
         print(f"{name:60s} {value:6.3f}")
+    print()
+    for name, seconds in first_calls.items():
+        shown = f"{seconds:6.2f} s" if seconds is not None else "failed"
+        print(f"{'first call, cold, ' + name + ' (target < 2 s)':60s} {shown}")
     return 0
 
 
