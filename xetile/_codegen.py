@@ -23,6 +23,8 @@ import numba_dpex as dpex
 from numba import types
 from numba.core import cgutils
 
+from xetile import fastmath, subgroup
+
 
 def names(prefix: str, n: int) -> str:
     """``"s0, s1, s2"`` for ``names("s", 3)``."""
@@ -47,44 +49,43 @@ class Emitter:
     front end: its ``codegen`` writes the IR directly, and the kernel's LLVM pipeline
     then optimises it with the rest (``var`` cells become registers). This class keeps
     such a ``codegen`` short: values are uint64 offsets and float32 numbers, arrays are
-    argument positions.
+    argument positions (``Arg(i)``).
 
-    ``args`` and ``sig`` are the ``codegen``'s own.
+    ``context``, ``builder``, ``sig`` and ``args`` are the ``codegen``'s own.
     """
 
     def __init__(self, context, builder, sig, args):
         self.context, self.builder, self.sig, self.args = context, builder, sig, args
-        self.u64_type = context.get_value_type(types.uint64)
         # every array argument's data pointer, taken here, where the call starts: one
         # taken inside a loop would not dominate a use after it
         self._data = {i: context.make_array(ty)(context, builder, args[i]).data
                       for i, ty in enumerate(sig.args) if isinstance(ty, types.Array)}
 
+    # -- arguments and constants
+
     def u64(self, value, *path):
         """A uint64 constant (``int``), or an argument (``Arg(i)``) as uint64; with
         ``path`` an element of a (nested) tuple argument, e.g. ``u64(Arg(3), j)``."""
-        if not isinstance(value, Arg):
-            return llvmir.Constant(self.u64_type, value)
-        arg, ty = self._element(value, path)
-        return self.context.cast(self.builder, arg, ty, types.uint64)
+        return self._scalar(value, path, types.uint64)
 
-    def _element(self, value: "Arg", path):
-        arg, ty = self.args[value.position], self.sig.args[value.position]
-        for index in path:
-            arg, ty = self.builder.extract_value(arg, index), ty[index]
-        return arg, ty
+    def i64(self, value, *path):
+        """As :meth:`u64`, int64 (for signed comparisons)."""
+        return self._scalar(value, path, types.int64)
 
     def f32(self, value, *path):
         """A float32 constant (``float``), or an argument (``Arg(i)``) as float32; with
         ``path`` an element of a (nested) tuple argument, e.g. ``f32(Arg(0), t, j)``."""
-        if not isinstance(value, Arg):
-            return llvmir.Constant(llvmir.FloatType(), value)
-        arg, ty = self._element(value, path)
-        return self.context.cast(self.builder, arg, ty, types.float32)
+        return self._scalar(value, path, types.float32)
 
-    def _pointer(self, array: "Arg", at):
-        return self.builder.gep(self._data[array.position], [at]), \
-            self.sig.args[array.position].dtype
+    def _scalar(self, value, path, to):
+        if not isinstance(value, Arg):
+            return llvmir.Constant(self.context.get_value_type(to), value)
+        arg, ty = self.args[value.position], self.sig.args[value.position]
+        for index in path:
+            arg, ty = self.builder.extract_value(arg, index), ty[index]
+        return self.context.cast(self.builder, arg, ty, to)
+
+    # -- memory
 
     def load(self, array: "Arg", at, convert=None):
         """``float32(array[at])`` (``at`` a uint64 value); ``convert`` turns the element
@@ -113,50 +114,20 @@ class Emitter:
         self.builder.store(self.context.cast(self.builder, value, types.float32, dtype),
                            pointer)
 
+    def _pointer(self, array: "Arg", at):
+        return (self.builder.gep(self._data[array.position], [at]),
+                self.sig.args[array.position].dtype)
+
+    # -- integers (offsets; comparisons give an i1 for select and load_if)
+
     def add(self, x, y):
         return self.builder.add(x, y)
 
-    def mul(self, x, y):
-        return self.builder.mul(x, y)
-
-    def fmul(self, x, y):
-        return self.builder.fmul(x, y)
-
-    def fadd(self, x, y):
-        return self.builder.fadd(x, y)
-
-    def fsub(self, x, y):
-        return self.builder.fsub(x, y)
-
-    def fma(self, a, b, c):
-        """``a * b + c`` with one rounding (as :func:`xetile.fastmath.fma`)."""
-        f32 = llvmir.FloatType()
-        fn = self.builder.module.declare_intrinsic(
-            "llvm.fma", [f32], llvmir.FunctionType(f32, [f32, f32, f32]))
-        return self.builder.call(fn, [a, b, c])
-
-    def exp2(self, x):
-        """``2 ** x`` (the OpenCL built-in, as :func:`xetile.fastmath.exp2`)."""
-        from xetile import fastmath
-
-        return fastmath.call_unary(self.builder, fastmath.EXP2, x)
-
-    def max(self, m, x):
-        """``max(m, x)`` as Python (and numba) computes it: ``x if x > m else m``."""
-        return self.builder.select(self.builder.fcmp_ordered(">", x, m), x, m)
-
-    def select(self, condition, x, y):
-        return self.builder.select(condition, x, y)
-
-    def i64(self, value):
-        """Argument ``value`` (``Arg(i)``) as int64, or an int64 constant."""
-        if isinstance(value, Arg):
-            return self.context.cast(self.builder, self.args[value.position],
-                                     self.sig.args[value.position], types.int64)
-        return llvmir.Constant(self.context.get_value_type(types.int64), value)
-
     def sub(self, x, y):
         return self.builder.sub(x, y)
+
+    def mul(self, x, y):
+        return self.builder.mul(x, y)
 
     def and_(self, x, y):
         return self.builder.and_(x, y)
@@ -167,17 +138,46 @@ class Emitter:
     def ult(self, x, y):
         return self.builder.icmp_unsigned("<", x, y)
 
-    def shuffle_xor(self, x, mask: int):
-        """float32 ``x`` of lane ``lane ^ mask`` (:func:`xetile.subgroup.shuffle_xor`)."""
-        from xetile import subgroup
-
-        return subgroup.shuffle_xor_ir(self.builder, x, mask)
+    def sle(self, x, y):
+        return self.builder.icmp_signed("<=", x, y)
 
     def smin(self, x, y):
         return self.builder.select(self.builder.icmp_signed("<", x, y), x, y)
 
-    def sle(self, x, y):
-        return self.builder.icmp_signed("<=", x, y)
+    # -- float32 arithmetic
+
+    def fadd(self, x, y):
+        return self.builder.fadd(x, y)
+
+    def fsub(self, x, y):
+        return self.builder.fsub(x, y)
+
+    def fmul(self, x, y):
+        return self.builder.fmul(x, y)
+
+    def fma(self, a, b, c):
+        """``a * b + c`` with one rounding (as :func:`xetile.fastmath.fma`)."""
+        f32 = llvmir.FloatType()
+        fn = self.builder.module.declare_intrinsic(
+            "llvm.fma", [f32], llvmir.FunctionType(f32, [f32, f32, f32]))
+        return self.builder.call(fn, [a, b, c])
+
+    def exp2(self, x):
+        """``2 ** x`` (the OpenCL built-in, as :func:`xetile.fastmath.exp2`)."""
+        return fastmath.call_unary(self.builder, fastmath.EXP2, x)
+
+    def max(self, m, x):
+        """``max(m, x)`` as Python (and numba) computes it: ``x if x > m else m``."""
+        return self.builder.select(self.builder.fcmp_ordered(">", x, m), x, m)
+
+    def select(self, condition, x, y):
+        return self.builder.select(condition, x, y)
+
+    def shuffle_xor(self, x, mask: int):
+        """float32 ``x`` of lane ``lane ^ mask`` (:func:`xetile.subgroup.shuffle_xor`)."""
+        return subgroup.shuffle_xor_ir(self.builder, x, mask)
+
+    # -- mutable cells, loops, results
 
     def var(self, value):
         """A mutable cell holding ``value`` (read with ``get``, written with ``set``)."""
