@@ -168,7 +168,7 @@ def tile_step(config: FmhaConfig):
     first_row, heads_per_kv, q_len, kv_len, m, l, lane)``: one staged K/V tile folded
     into the work-group's ``row_tiles`` row tiles.
 
-    ``S_t = Q_t Kᵀ`` for every row tile ``t`` (each K value loaded once for all of
+    ``S_t = Q_t Kᵀ`` for every row tile ``t`` (each K value loaded serves two of
     them, :func:`xetile.mma.mma_abt`), the mask (when
     ``masked``: keys at positions ``key_first + j``, those ``>= key_end`` or past the
     row's causal limit are ``-inf``), the online softmax of each row tile

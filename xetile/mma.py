@@ -19,13 +19,14 @@ owns row ``i`` of each):
   ``P_t`` register tuples, ``C_t`` lane tiles (too large for registers: 128 floats per
   lane were measured 4x slower when kept in a private array).
 
-Each value of B is loaded once (a broadcast) and used by every row tile: on a CPU that
-does two 512-bit FMAs and two 512-bit loads a cycle (Intel Xeon, Sapphire/Emerald
-Rapids), one FMA per broadcast load leaves the loop bound by loads, as a BLAS
-micro-kernel would be with a single row of registers. Both forms keep 16 sums in
-registers per pass: for S, a pass takes ``16 // tiles`` rows of B over the whole depth;
-for C, a pass takes ``16 // tiles`` columns of each lane tile of C over all the keys of
-the tile (each key: that many broadcast values of B and one weight per row tile). A
+Each value of B loaded (a broadcast) is used by several row tiles: on a CPU that does
+two 512-bit FMAs and two 512-bit loads a cycle (Intel Xeon, Sapphire/Emerald Rapids),
+one FMA per broadcast load leaves the loop bound by loads, as a BLAS micro-kernel would
+be with a single row of registers. Both forms keep 16 sums in registers per pass: for
+S, a pass takes ``16 // tiles`` rows of B over the whole depth for up to two row tiles
+(``ABT_TILES_PER_PASS``: four take two passes, which reads less of A); for C, a pass
+takes ``16 // tiles`` columns of each lane tile of C over all the keys of the tile (each
+key: that many broadcast values of B and one weight per row tile). A
 row's arithmetic is the same whatever ``tiles`` is: every sum, over ``k`` for S and over
 the keys for C, is one chain in order, so a row gets the same bits whether its
 work-group holds one row tile or four.
@@ -50,8 +51,17 @@ from xetile.dtypes import storage
 from xetile.kernel import factory
 
 # Sums one pass of mma_abt keeps in registers (of 32 vector registers; the rest hold the
-# A values and a broadcast B value): 16 keys for one row tile, 4 for four.
+# A values and a broadcast B value), over at most ABT_TILES_PER_PASS row tiles: 16 keys
+# for one row tile, 8 for two or four (four take two passes of two). Each pass reads
+# its row tiles of A over the whole depth, from L2 when A does not fit L1 beside the
+# rest (four Q tiles and four output tiles: 64 KiB at D 128), so fewer row tiles a pass
+# read less of A and more of B, which is hot in L1. Measured with four row tiles
+# (Intel Xeon with AMX, session 8, best of 8, alternated fresh processes): non-causal
+# seed shape fp32 129.8-131.2 ms with two row tiles a pass against 131.8-134.3 with all
+# four (four rounds; one tile a pass: 135.3-137.0), the seed shape 130.1-132.3 against
+# 132.3-134.0, bf16 HND 109.6-110.5 against 113.6-116.0 (three rounds).
 ABT_SUMS = 16
+ABT_TILES_PER_PASS = 2
 # Output sums one pass of mma_ab keeps in registers: P V walks the depth in chunks of
 # AB_SUMS // tiles columns, and for each key of the tile loads that many broadcast V
 # values and one weight per row tile, then does AB_SUMS FMAs (2 loads per 4 FMAs, as in
@@ -77,8 +87,9 @@ def mma_abt(n: int, lanes: int, tiles: int = 1):
     for a GEMM, ``a`` is B's columns and ``b`` is A's rows (or Aᵀ with ``b_pitch`` its
     row length).
 
-    A pass keeps ``ABT_SUMS`` sums in registers (``per_pass`` rows of B for each row
-    tile) and walks the whole depth; in Python it would read::
+    A pass keeps ``ABT_SUMS`` sums in registers (``per_pass`` rows of B for each of at
+    most ``ABT_TILES_PER_PASS`` row tiles) and walks the whole depth; in Python it would
+    read::
 
         for k in range(depth):
             x_t = a[a_at + t * a_tile_pitch]          # for each row tile t
@@ -89,7 +100,8 @@ def mma_abt(n: int, lanes: int, tiles: int = 1):
     It is written as LLVM IR (:class:`xetile._codegen.Emitter`): as a generated numba
     function it took 0.42 s to compile at four row tiles, on each first call.
     """
-    per_pass = max(1, min(n, ABT_SUMS // tiles))
+    tiles_per_pass = min(tiles, ABT_TILES_PER_PASS)
+    per_pass = max(1, min(n, ABT_SUMS // tiles_per_pass))
     result = types.UniTuple(types.UniTuple(types.float32, n), tiles)
     A, A_START, A_TILE_PITCH, A_PITCH, B, B_START, B_ROW_PITCH, B_PITCH, DEPTH, LANE = (
         map(Arg, range(10)))
@@ -101,15 +113,17 @@ def mma_abt(n: int, lanes: int, tiles: int = 1):
         a_offset = [e.mul(e.u64(t), e.u64(A_TILE_PITCH)) for t in range(tiles)]
         b_offset = [e.mul(e.u64(j), e.u64(B_ROW_PITCH)) for j in range(n)]
         sums = {}
-        for first in range(0, n, per_pass):
-            keys = range(first, min(n, first + per_pass))
-            cells = {(t, j): e.var(e.f32(0.0)) for t in range(tiles) for j in keys}
+        passes = [(range(t0, min(tiles, t0 + tiles_per_pass)),
+                   range(first, min(n, first + per_pass)))
+                  for t0 in range(0, tiles, tiles_per_pass) for first in range(0, n, per_pass)]
+        for row_tiles, keys in passes:
+            cells = {(t, j): e.var(e.f32(0.0)) for t in row_tiles for j in keys}
             a_at, b_at = e.var(a_first), e.var(e.u64(B_START))
             with e.loop(e.u64(DEPTH)):
-                xs = [e.load(A, e.add(e.get(a_at), a_offset[t])) for t in range(tiles)]
+                xs = {t: e.load(A, e.add(e.get(a_at), a_offset[t])) for t in row_tiles}
                 for j in keys:
                     b_j = e.load(B, e.add(e.get(b_at), b_offset[j]))
-                    for t in range(tiles):
+                    for t in row_tiles:
                         e.set(cells[t, j], e.fma(xs[t], b_j, e.get(cells[t, j])))
                 e.set(a_at, e.add(e.get(a_at), a_pitch))
                 e.set(b_at, e.add(e.get(b_at), b_pitch))
