@@ -118,19 +118,16 @@ class Emitter:
         return (self.builder.gep(self._data[array.position], [at]),
                 self.sig.args[array.position].dtype)
 
-    # -- integers (offsets; comparisons give an i1 for select and load_if)
+    # -- arithmetic: add, sub, mul, and_ (integers), fadd, fsub, fmul (float32) and
+    # select are the builder's own instructions; comparisons give an i1 for select and
+    # load_if
 
-    def add(self, x, y):
-        return self.builder.add(x, y)
+    _INSTRUCTIONS = frozenset(("add", "sub", "mul", "and_", "fadd", "fsub", "fmul", "select"))
 
-    def sub(self, x, y):
-        return self.builder.sub(x, y)
-
-    def mul(self, x, y):
-        return self.builder.mul(x, y)
-
-    def and_(self, x, y):
-        return self.builder.and_(x, y)
+    def __getattr__(self, name):
+        if name in Emitter._INSTRUCTIONS:
+            return getattr(self.builder, name)
+        raise AttributeError(f"Emitter has no {name!r}")
 
     def ne(self, x, y):
         return self.builder.icmp_unsigned("!=", x, y)
@@ -144,16 +141,7 @@ class Emitter:
     def smin(self, x, y):
         return self.builder.select(self.builder.icmp_signed("<", x, y), x, y)
 
-    # -- float32 arithmetic
-
-    def fadd(self, x, y):
-        return self.builder.fadd(x, y)
-
-    def fsub(self, x, y):
-        return self.builder.fsub(x, y)
-
-    def fmul(self, x, y):
-        return self.builder.fmul(x, y)
+    # -- float32 functions
 
     def fma(self, a, b, c):
         """``a * b + c`` with one rounding (as :func:`xetile.fastmath.fma`)."""
@@ -169,9 +157,6 @@ class Emitter:
     def max(self, m, x):
         """``max(m, x)`` as Python (and numba) computes it: ``x if x > m else m``."""
         return self.builder.select(self.builder.fcmp_ordered(">", x, m), x, m)
-
-    def select(self, condition, x, y):
-        return self.builder.select(condition, x, y)
 
     def shuffle_xor(self, x, mask: int):
         """float32 ``x`` of lane ``lane ^ mask`` (:func:`xetile.subgroup.shuffle_xor`)."""
