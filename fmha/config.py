@@ -18,7 +18,16 @@ BLOCK_N_CHOICES = (16, 8)
 # seed shape, non-causal (Intel Xeon, 2 cores, alternated fresh processes, best of 10):
 # two row tiles taking turns (a load per FMA) 307 ms; two sharing the loads 237-251;
 # four 190-207.
-ROW_TILES_CHOICES = (4, 2, 1)
+# Eight row tiles (128 rows) halve again how often each K/V tile is staged, which costs
+# most with float32 storage (twice the bytes of 16-bit tiles; NHD rows 4 KiB apart come
+# from L3), against more traffic in the Q and output tiles. Measured (Intel Xeon with
+# AMX, session 8, best of 8, eight against four, alternated fresh processes, two
+# rounds): fp32 seed shape 126.5-128.8 ms against 133.3-135.0, non-causal 123.5-123.7
+# against 130.1-132.9, varlen seed 72.6-73.7 against 75.3-75.5, HND pool 123.2-125.9
+# against 124.7; 16-bit storage lost 1-4% (bf16 116.1-116.8 against 114.3-116.5, fp16
+# HND 115.4-115.6 against 112.9-113.8, bf16 varlen 66.7-66.8 against 63.7-64.6).
+ROW_TILES_CHOICES = (8, 4, 2, 1)
+MAX_ROW_TILES_16_BIT = 4
 MAX_HEAD_DIM = 256
 # Local memory per work-group, as the device reports it. Launched through numba-dpex, a
 # kernel over it silently computed garbage (seen with D=192 at 36 KiB); xetile's
@@ -57,15 +66,18 @@ class FmhaConfig:
         ``block_n`` (keys per tile) is chosen first and from ``head_dim`` alone: it sets
         the order of every sum, so a row's result must not depend on anything else
         (batch invariance). Then 16 lanes before 8, and as many row tiles as the rows
-        (``Sq * Hq / Hkv`` per KV head) fill, up to four: neither changes any row's
-        arithmetic.
+        (``Sq * Hq / Hkv`` per KV head) fill, up to eight for float32 storage and four
+        for 16-bit: neither changes any row's arithmetic.
         """
+        most_tiles = ROW_TILES_CHOICES[0] if dtype == "float32" else MAX_ROW_TILES_16_BIT
         for block_n in BLOCK_N_CHOICES:
             if cls(head_dim, dtype, SUB_GROUP_SIZES[0], block_n).local_memory_bytes \
                     > LOCAL_MEMORY_BUDGET:
                 continue
             for block_m in SUB_GROUP_SIZES:
                 for row_tiles in ROW_TILES_CHOICES:
+                    if row_tiles > most_tiles:
+                        continue
                     if row_tiles > 1 and rows_per_kv_head <= (row_tiles // 2) * block_m:
                         continue
                     config = cls(head_dim, dtype, block_m, block_n, row_tiles)

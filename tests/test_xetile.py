@@ -210,7 +210,7 @@ def _run_mma_tiles(n, depth, lanes, tiles, a, b, c):
             dpnp.asnumpy(c_dev).reshape(tiles, depth, lanes).transpose(0, 2, 1))
 
 
-@pytest.mark.parametrize("tiles", [2, 4])
+@pytest.mark.parametrize("tiles", [2, 4, 8])
 @pytest.mark.parametrize("n,depth", [(16, 32), (5, 24)])
 def test_mma_tiles_share_loads_and_keep_each_rows_bits(tiles, n, depth):
     """Several row tiles at once: the reference's numbers, and for each tile the very
