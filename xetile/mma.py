@@ -71,7 +71,15 @@ ABT_TILES_PER_PASS = 2
 # loads per 4 FMAs, load-bound) measured on the seed shape without causal masking
 # (Intel Xeon with AMX, 2 cores, session 7, alternated fresh processes, best of 10):
 # 150-159 ms before, 138-154 after.
+# A pass covers at most AB_TILES_PER_PASS row tiles: eight row tiles (float32 prefill)
+# take two passes over B of four tiles x 4 columns each (2 loads per 4 FMAs) rather than
+# one of eight tiles x 2 columns (5 loads per 8 FMAs); B is re-read from L1. Measured
+# (session 8, same machine, best of 8, alternated fresh processes, six rounds):
+# non-causal seed shape fp32 117.9-120.7 ms against 123.2-133.1; seed shape
+# 120.7-121.3 against 125.4-126.1 in the three quieter rounds (121.1-140.1 against
+# 125.5-145.4 in the noisy three).
 AB_SUMS = 16
+AB_TILES_PER_PASS = 4
 
 
 @factory
@@ -145,8 +153,9 @@ def mma_ab(n: int, depth: int, lanes: int, tiles: int = 1):
     (``C_t`` at ``c_start + t * c_tile_pitch``, ``P_t = ps[t]``, a tuple of ``n``).
     ``B`` is a row tile ``[n, depth]``.
 
-    The depth is walked in chunks of ``columns`` (``AB_SUMS // tiles``) columns of each
-    lane tile, their sums in registers; in Python it would read::
+    The depth is walked in chunks of ``columns`` (``AB_SUMS // tiles``, for at most
+    ``AB_TILES_PER_PASS`` tiles a pass) columns of each lane tile, their sums in
+    registers; in Python it would read::
 
         for k in range(0, depth, columns):
             c_t_c = alphas[t] * C_t[k + c, lane]          # each tile t, column c
@@ -158,10 +167,12 @@ def mma_ab(n: int, depth: int, lanes: int, tiles: int = 1):
     Written as LLVM IR, as :func:`mma_abt` is (0.30 s to compile as a generated numba
     function).
     """
-    columns = max(1, AB_SUMS // tiles)
+    tiles_per_pass = min(tiles, AB_TILES_PER_PASS)
+    columns = max(1, AB_SUMS // tiles_per_pass)
     while depth % columns:
         columns //= 2
-    sums = [(t, c) for t in range(tiles) for c in range(columns)]
+    groups = [range(t0, min(tiles, t0 + tiles_per_pass))
+              for t0 in range(0, tiles, tiles_per_pass)]
     PS, B_TILE, C_TILE, C_START, C_TILE_PITCH, ALPHAS, LANE = map(Arg, range(7))
 
     def codegen(context, builder, sig, args):
@@ -170,20 +181,23 @@ def mma_ab(n: int, depth: int, lanes: int, tiles: int = 1):
         alphas = [e.f32(ALPHAS, t) for t in range(tiles)]
         c_offset = [e.mul(e.u64(t), e.u64(C_TILE_PITCH)) for t in range(tiles)]
         weights = [[e.f32(PS, t, j) for j in range(n)] for t in range(tiles)]
-        with e.loop(e.u64(depth // columns)) as step:
-            k = e.mul(step, e.u64(columns))
-            at = e.add(e.mul(k, e.u64(lanes)), lane)
-            c_at = {(t, c): e.add(e.add(at, c_offset[t]), e.u64(c * lanes))
-                    for t, c in sums}
-            cs = {(t, c): e.fmul(e.load(C_TILE, c_at[t, c]), alphas[t]) for t, c in sums}
-            for j in range(n):
-                key = e.add(e.u64(j * depth), k)
-                bs = [e.load(B_TILE, e.add(key, e.u64(c))) for c in range(columns)]
-                for c in range(columns):
-                    for t in range(tiles):
-                        cs[t, c] = e.fma(weights[t][j], bs[c], cs[t, c])
-            for t, c in sums:
-                e.store(C_TILE, c_at[t, c], cs[t, c])
+        for group in groups:  # a pass over B for each group of row tiles
+            sums = [(t, c) for t in group for c in range(columns)]
+            with e.loop(e.u64(depth // columns)) as step:
+                k = e.mul(step, e.u64(columns))
+                at = e.add(e.mul(k, e.u64(lanes)), lane)
+                c_at = {(t, c): e.add(e.add(at, c_offset[t]), e.u64(c * lanes))
+                        for t, c in sums}
+                cs = {(t, c): e.fmul(e.load(C_TILE, c_at[t, c]), alphas[t])
+                      for t, c in sums}
+                for j in range(n):
+                    key = e.add(e.u64(j * depth), k)
+                    bs = [e.load(B_TILE, e.add(key, e.u64(c))) for c in range(columns)]
+                    for c in range(columns):
+                        for t in group:
+                            cs[t, c] = e.fma(weights[t][j], bs[c], cs[t, c])
+                for t, c in sums:
+                    e.store(C_TILE, c_at[t, c], cs[t, c])
         return context.get_dummy_value()
 
     @intrinsic(target=SPIRV_TARGET_NAME)
