@@ -153,9 +153,9 @@ def mma_ab(n: int, depth: int, lanes: int, tiles: int = 1):
     (``C_t`` at ``c_start + t * c_tile_pitch``, ``P_t = ps[t]``, a tuple of ``n``).
     ``B`` is a row tile ``[n, depth]``.
 
-    The depth is walked in chunks of ``columns`` (``AB_SUMS // tiles``, for at most
-    ``AB_TILES_PER_PASS`` tiles a pass) columns of each lane tile, their sums in
-    registers; in Python it would read::
+    The row tiles are taken ``AB_TILES_PER_PASS`` at a time (a pass over B each); a
+    pass walks the depth in chunks of ``columns`` (``AB_SUMS`` // the tiles of the pass)
+    columns of each lane tile, their sums in registers; in Python a pass would read::
 
         for k in range(0, depth, columns):
             c_t_c = alphas[t] * C_t[k + c, lane]          # each tile t, column c
