@@ -145,10 +145,7 @@ class Emitter:
 
     def fma(self, a, b, c):
         """``a * b + c`` with one rounding (as :func:`xetile.fastmath.fma`)."""
-        f32 = llvmir.FloatType()
-        fn = self.builder.module.declare_intrinsic(
-            "llvm.fma", [f32], llvmir.FunctionType(f32, [f32, f32, f32]))
-        return self.builder.call(fn, [a, b, c])
+        return fastmath.fma_ir(self.builder, a, b, c)
 
     def exp2(self, x):
         """``2 ** x`` (the OpenCL built-in, as :func:`xetile.fastmath.exp2`)."""

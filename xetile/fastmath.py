@@ -43,25 +43,17 @@ exp2 = _opencl_unary(EXP2)
 log2 = _opencl_unary(LOG2)
 
 
+def fma_ir(builder, a, b, c):
+    """IR: ``a * b + c`` of float32 values, one rounding (``llvm.fma.f32``)."""
+    fn = builder.module.declare_intrinsic(
+        "llvm.fma", [_F32], llvmir.FunctionType(_F32, [_F32, _F32, _F32]))
+    return builder.call(fn, [a, b, c])
+
+
 @intrinsic(target=SPIRV_TARGET_NAME)
 def fma(typingctx, a, b, c):
     """``a * b + c`` in float32 with one rounding."""
     def codegen(context, builder, sig, args):
-        vals = [context.cast(builder, v, t, types.float32) for v, t in zip(args, sig.args)]
-        fn = builder.module.declare_intrinsic(
-            "llvm.fma", [_F32], llvmir.FunctionType(_F32, [_F32, _F32, _F32]))
-        return builder.call(fn, vals)
+        return fma_ir(builder, *(context.cast(builder, v, t, types.float32)
+                                 for v, t in zip(args, sig.args)))
     return types.float32(a, b, c), codegen
-
-
-@intrinsic(target=SPIRV_TARGET_NAME)
-def select(typingctx, cond, a, b):
-    """``a if cond else b`` for float32, as one ``select`` (no branch): Python's
-    conditional expression becomes branches in numba's IR, which cost compile time in
-    the unrolled butterflies."""
-    def codegen(context, builder, sig, args):
-        c = context.cast(builder, args[0], sig.args[0], types.boolean)
-        x = context.cast(builder, args[1], sig.args[1], types.float32)
-        y = context.cast(builder, args[2], sig.args[2], types.float32)
-        return builder.select(c, x, y)
-    return types.float32(cond, a, b), codegen

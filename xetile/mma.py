@@ -41,12 +41,11 @@ split the depth instead and B is read in place from global memory (any storage d
 """
 from __future__ import annotations
 
-from numba import types
+from numba import types, uint64
 from numba.extending import intrinsic
 from numba_dpex.kernel_api_impl.spirv.target import SPIRV_TARGET_NAME
 
-from xetile import fastmath
-from xetile._codegen import Arg, Emitter, device_function, names
+from xetile._codegen import Arg, Emitter, device_function
 from xetile.dtypes import storage
 from xetile.kernel import factory
 
@@ -206,17 +205,7 @@ def mma_ab(n: int, depth: int, lanes: int, tiles: int = 1):
     return mma_ab
 
 
-def _namespace():
-    import numba
-    from numba import uint64
-
-    from xetile.subgroup import shuffle_xor
-
-    return {"numba": numba, "u64": uint64, "fma": fastmath.fma, "select": fastmath.select,
-            "shuffle_xor": shuffle_xor}
-
-
-_NAMESPACE = _namespace()
+_NAMESPACE = {"u64": uint64}  # of store_results, the one generated function left here
 
 
 @factory
