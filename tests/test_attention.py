@@ -211,8 +211,8 @@ def test_decode_dtypes_and_head_dims(dtype, head_dim):
 
 
 @pytest.mark.parametrize("dtype, paged, page_size, layout", [
-    ("float16", True, 3, "NHD"), ("bfloat16", True, 16, "HND"),
-    ("bfloat16", False, 16, "NHD")])
+    ("float16", True, 3, "NHD"), ("float16", True, 1, "HND"),
+    ("bfloat16", True, 16, "HND"), ("bfloat16", False, 16, "NHD")])
 def test_decode_staged_16_bit_tiles_agree_bitwise_with_tiles_read_in_place(
         monkeypatch, dtype, paged, page_size, layout):
     """16-bit K/V tiles are converted once into local memory (DecodeConfig.stage); read
